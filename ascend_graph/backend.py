@@ -1,0 +1,190 @@
+"""The `ascend_graph` dynamo backend.
+
+`torch.compile(model, backend="ascend_graph", dynamic=True, options={"capture_sizes": [1, 2, 4, 8]})`
+
+For each FX graph dynamo hands over, the backend reads its signature (which dimension is dynamic, which inputs
+are weights or caches), lowers it (ATen ops as they are, inductor, or torchair), and on the first call captures
+one device graph per capture size, largest first, into one shared pool. Each later call pads up to the nearest
+capture size, copies the dynamic inputs into that graph's static buffers, replays it and slices the outputs back.
+Calls it cannot serve by replay run eagerly, each reason logged once and counted.
+
+What the compiled callable deliberately does not do: autograd (graph mode is for inference; with grad enabled and
+inputs requiring grad it runs eagerly), and capturing more than one dynamic dimension.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.fx
+
+from .capture import Capture, capture_all, pad_value_for
+from .config import GraphConfig
+from .counters import bump
+from .device import GraphDevice, get_device
+from .errors import StaticInputMovedError
+from .lowering import lower, resolve_lowering
+from .signature import GraphSignature, InputKind
+
+logger = logging.getLogger(__name__)
+
+
+def _device_kind(config: GraphConfig, example_inputs: Sequence[Any]) -> str:
+    if config.device != "auto":
+        return config.device
+    kinds = {value.device.type for value in example_inputs if isinstance(value, torch.Tensor)}
+    return next((kind for kind in ("npu", "cuda") if kind in kinds), "cpu")
+
+
+class GraphCompiled:
+    """The callable the backend returns for one FX graph: replays captured graphs, or runs eagerly."""
+
+    def __init__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], config: GraphConfig) -> None:
+        self.config = config
+        self.signature = GraphSignature(gm, example_inputs)
+        self.device: GraphDevice = get_device(_device_kind(config, example_inputs))
+        self.lowering = resolve_lowering(config.lowering, self.device.kind)
+        self.runnable = lower(gm, example_inputs, self.lowering)
+        self.sizes: tuple[int | None, ...] = (
+            (None,) if self.signature.is_static else self.signature.valid_sizes(config.capture_sizes)
+        )
+        self.captures: dict[int | None, Capture] = {}
+        self._example_inputs: list[Any] | None = list(example_inputs)
+        self._logged: set[str] = set()
+        self.fallback_reason = self._fallback_reason(example_inputs)
+        if self.fallback_reason is not None:
+            self._example_inputs = None
+            bump("eager_fallbacks")
+            self._log_once(f"ascend_graph: graph runs eagerly: {self.fallback_reason}")
+        bump("compiles")
+
+    def _fallback_reason(self, example_inputs: Sequence[Any]) -> str | None:
+        if self.signature.unsupported_reason is not None:
+            return self.signature.unsupported_reason
+        if not self.sizes:
+            return f"no capture size in {self.config.capture_sizes} fits the size range dynamo allows"
+        if torch.is_grad_enabled() and any(
+            isinstance(value, torch.Tensor) and value.requires_grad for value in example_inputs
+        ):
+            return "graph mode is inference-only; call under torch.no_grad() or torch.inference_mode()"
+        return None
+
+    def _log_once(self, message: str) -> None:
+        if message not in self._logged:
+            self._logged.add(message)
+            logger.warning(message)
+
+    def _eager(self, args: Sequence[Any], reason: str) -> Any:
+        self._log_once(f"ascend_graph: running eagerly: {reason}")
+        bump("eager_calls")
+        return self.runnable(*args)
+
+    def capture(self) -> None:
+        """Capture every size now (the first call does this by itself)."""
+        if self.captures or self.fallback_reason is not None:
+            return
+        assert self._example_inputs is not None
+        self.captures = capture_all(
+            self.runnable,
+            self.signature,
+            self._example_inputs,
+            self.sizes,
+            self.device,
+            self.config.warmup_iters,
+            self.config.pad_value,
+            self.config.pad_value_map,
+        )
+        self._example_inputs = None  # do not keep the caller's first inputs alive
+
+    def __call__(self, *args: Any) -> Any:
+        if self.fallback_reason is not None:
+            bump("eager_calls")
+            return self.runnable(*args)
+        size = self.signature.runtime_size(args)
+        bucket = size if self.signature.is_static else GraphSignature.bucket_for(size, self.sizes)
+        if bucket is None and not self.signature.is_static:
+            return self._eager(args, f"size {size} is above the largest capture size {self.sizes[-1]}")
+        if not self.captures:
+            self.capture()
+        capture = self.captures[bucket]
+        moved = self._moved_input(capture, args)
+        if moved is not None:
+            return self._eager(args, moved)
+        self._feed(capture, args, size)
+        capture.graph.replay()
+        bump("replays")
+        self._copy_back(capture, args, size)
+        if self.device.host_reads_outputs:
+            self.device.current_stream().synchronize()
+        return self._outputs(capture, size)
+
+    def _moved_input(self, capture: Capture, args: Sequence[Any]) -> str | None:
+        """By-reference inputs must sit where they were captured; parameters are trusted outside debug mode."""
+        for spec in self.signature.inputs:
+            checked = spec.kind is InputKind.BY_REFERENCE or (
+                spec.kind is InputKind.PARAMETER and self.config.debug
+            )
+            if not checked:
+                continue
+            value, captured = args[spec.index], capture.args[spec.index]
+            if value.data_ptr() != captured.data_ptr():
+                message = (
+                    f"input {spec.index} ({spec.name}) was captured by reference at {captured.data_ptr():#x} "
+                    f"but is now at {value.data_ptr():#x}; keep weights and caches at stable addresses"
+                )
+                if self.config.debug:
+                    raise StaticInputMovedError(message)
+                return message
+        return None
+
+    def _feed(self, capture: Capture, args: Sequence[Any], size: int | None) -> None:
+        """Copy dynamic and copied inputs into the capture's static buffers and pad the tail."""
+        for index, buffer in capture.buffers.items():
+            spec = self.signature.inputs[index]
+            value = args[index]
+            self.signature.validate(spec, value, size)
+            if value.data_ptr() == buffer.data_ptr() and value.shape == buffer.shape:
+                continue  # the caller already wrote into our buffer
+            if spec.kind is InputKind.COPIED or value.shape == buffer.shape:
+                self.device.copy_(buffer, value)
+                continue
+            region = buffer[tuple(slice(0, length) for length in value.shape)]
+            self.device.fill_(buffer, pad_value_for(spec, self.config.pad_value, self.config.pad_value_map))
+            self.device.copy_(region, value)
+
+    def _copy_back(self, capture: Capture, args: Sequence[Any], size: int | None) -> None:
+        """Inputs the graph writes in place get the written values back, as in eager mode."""
+        for index, buffer in capture.buffers.items():
+            if self.signature.inputs[index].mutated:
+                value = args[index]
+                self.device.copy_(value, buffer[tuple(slice(0, length) for length in value.shape)])
+
+    def _outputs(self, capture: Capture, size: int | None) -> Any:
+        results = []
+        for index, (spec, static) in enumerate(zip(self.signature.outputs, capture.outputs, strict=True)):
+            if not spec.is_tensor:
+                results.append(self.signature.output_sizes(index, size)[0] if spec.shape else spec.constant)
+                continue
+            sizes = self.signature.output_sizes(index, size)
+            value = static if tuple(static.shape) == sizes else static[tuple(slice(0, n) for n in sizes)]
+            results.append(value.clone() if self.config.output_mode == "clone" else value)
+        return results if self.signature.output_is_sequence else results[0]
+
+
+def ascend_graph_backend(
+    gm: torch.fx.GraphModule,
+    example_inputs: Sequence[Any],
+    options: dict[str, Any] | None = None,
+    mode: str | None = None,
+) -> Callable[..., Any]:
+    """The dynamo backend registered as "ascend_graph" (entry point `torch_dynamo_backends`)."""
+    if mode not in (None, "default"):
+        raise ValueError(
+            f"ascend_graph: torch.compile(mode={mode!r}) is not supported; pass options={{...}} instead "
+            f"(allowed options: {list(GraphConfig.field_names())})"
+        )
+    config = GraphConfig.from_options(options)
+    return GraphCompiled(gm, example_inputs, config)

@@ -1,0 +1,116 @@
+"""Capturing one graph per size: static arguments, warm-up, capture into one shared pool, largest first."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .counters import bump
+from .device import DeviceGraph, GraphDevice
+from .signature import GraphSignature, InputKind, InputSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Capture:
+    """The result of capturing one size: the graph, the static arguments it reads, what it cost."""
+
+    size: int | None
+    graph: DeviceGraph
+    args: tuple[Any, ...]
+    # input index -> the static buffer of a DYNAMIC or COPIED input at this size
+    buffers: dict[int, torch.Tensor] = field(default_factory=dict)
+    capture_seconds: float = 0.0
+    graph_bytes: int = 0
+
+    @property
+    def outputs(self) -> tuple[Any, ...]:
+        return self.graph.outputs
+
+
+def pad_value_for(spec: InputSpec, pad_value: int, pad_values: dict[str, int]) -> int:
+    return pad_values.get(spec.name, pad_value)
+
+
+def static_args(
+    signature: GraphSignature,
+    example_inputs: Sequence[Any],
+    size: int | None,
+    pad_value: int,
+    pad_values: dict[str, int],
+) -> tuple[tuple[Any, ...], dict[int, torch.Tensor]]:
+    """The arguments a capture at `size` reads: fresh static buffers for copied inputs (filled with pad values,
+    so warm-up and capture write nowhere that matters), the caller's tensors for by-reference inputs."""
+    args: list[Any] = []
+    buffers: dict[int, torch.Tensor] = {}
+    for spec, example in zip(signature.inputs, example_inputs, strict=True):
+        if spec.kind is InputKind.DYNAMIC:
+            buffer = torch.full(
+                signature.input_sizes(spec, size),
+                pad_value_for(spec, pad_value, pad_values),
+                dtype=spec.dtype,
+                device=spec.device,
+            )
+            buffers[spec.index] = buffer
+            args.append(buffer)
+        elif spec.kind is InputKind.COPIED:
+            buffers[spec.index] = example.detach().clone()
+            args.append(buffers[spec.index])
+        elif spec.kind is InputKind.SYMINT:
+            args.append(signature.input_sizes(spec, size)[0])
+        else:
+            args.append(example)
+    return tuple(args), buffers
+
+
+def capture_one(
+    runnable: Callable[..., Any],
+    args: tuple[Any, ...],
+    buffers: dict[int, torch.Tensor],
+    size: int | None,
+    device: GraphDevice,
+    pool: Any,
+    warmup_iters: int,
+) -> Capture:
+    """Warm up on a side stream (lazy initialisation must not be captured), then capture."""
+    side = device.new_stream()
+    side.wait_stream(device.current_stream())
+    with device.use_stream(side):
+        for _ in range(warmup_iters):
+            runnable(*args)
+    device.current_stream().wait_stream(side)
+    device.synchronize()
+    before = device.memory_allocated()
+    start = time.perf_counter()
+    graph = device.capture(runnable, args, pool)
+    device.synchronize()
+    seconds = time.perf_counter() - start
+    graph_bytes = max(device.memory_allocated() - before, getattr(graph, "nbytes", 0))
+    bump("captures")
+    logger.debug("captured size %s in %.3f s (%d bytes)", size, seconds, graph_bytes)
+    return Capture(size, graph, args, buffers, seconds, graph_bytes)
+
+
+def capture_all(
+    runnable: Callable[..., Any],
+    signature: GraphSignature,
+    example_inputs: Sequence[Any],
+    sizes: Sequence[int | None],
+    device: GraphDevice,
+    warmup_iters: int,
+    pad_value: int,
+    pad_values: dict[str, int],
+) -> dict[int | None, Capture]:
+    """One capture per size, largest first, all into one pool: smaller graphs reuse the largest one's memory."""
+    pool = device.graph_pool()
+    captures: dict[int | None, Capture] = {}
+    for size in sorted(sizes, key=lambda s: -1 if s is None else s, reverse=True):
+        args, buffers = static_args(signature, example_inputs, size, pad_value, pad_values)
+        captures[size] = capture_one(runnable, args, buffers, size, device, pool, warmup_iters)
+    return captures

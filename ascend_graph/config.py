@@ -1,0 +1,123 @@
+"""The backend's configuration: one frozen, validated dataclass.
+
+Environment variables are read here and nowhere else (`env_flags`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+LOWERINGS = ("auto", "aten", "inductor", "torchair")
+DEVICES = ("auto", "cpu", "cuda", "npu")
+OUTPUT_MODES = ("clone", "static")
+DEFAULT_CAPTURE_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def env_flags() -> dict[str, bool]:
+    """The environment switches ascend_graph honours: ASCEND_GRAPH_DEBUG=1 turns on debug checks everywhere."""
+    return {"debug": os.environ.get("ASCEND_GRAPH_DEBUG", "0") not in ("", "0", "false", "False")}
+
+
+def _require(condition: bool, field: str, allowed: str, got: Any) -> None:
+    if not condition:
+        raise ValueError(f"ascend_graph config: {field}={got!r} is not allowed; {field} must be {allowed}")
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """How the `ascend_graph` backend captures and replays.
+
+    capture_sizes: sizes of the dynamic (batch/token) dimension to capture, one graph each; runtime sizes pad up
+        to the nearest one, larger sizes run eagerly.
+    lowering: what each captured piece runs: "aten" (the FX graph's ops as they are), "inductor" (compiled first,
+        CUDA/CPU), "torchair" (NPU, unverified), or "auto" (inductor on CUDA, torchair on NPU, aten on CPU).
+    device: "auto" picks the device of the graph's tensor inputs.
+    debug: check on every replay that by-reference inputs (weights, caches) still sit at their captured address.
+    warmup_iters: eager runs before each capture (lazy initialisation must not be captured).
+    output_mode: "clone" returns fresh tensors (safe default for torch.compile users); "static" returns views of
+        the graph's static outputs, overwritten by the next replay (what vLLM's runners expect).
+    pad_value: value written into the padded tail of dynamic inputs.
+    pad_values: per-argument pad values by the forward argument's name, e.g. {"slots": 0} where slot 0 is a
+        scratch slot: padded rows run through the model, so stateful inputs (cache slots, positions) must send
+        them somewhere harmless.
+    """
+
+    capture_sizes: tuple[int, ...] = DEFAULT_CAPTURE_SIZES
+    lowering: str = "auto"
+    device: str = "auto"
+    debug: bool = False
+    warmup_iters: int = 2
+    output_mode: str = "clone"
+    pad_value: int = 0
+    pad_values: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        sizes = self.capture_sizes
+        _require(
+            isinstance(sizes, tuple) and len(sizes) > 0,
+            "capture_sizes",
+            "a non-empty list of positive integers",
+            sizes,
+        )
+        for size in sizes:
+            _require(
+                isinstance(size, int) and not isinstance(size, bool) and size > 0,
+                "capture_sizes",
+                "a non-empty list of positive integers",
+                sizes,
+            )
+        _require(len(set(sizes)) == len(sizes), "capture_sizes", "a list without duplicates", sizes)
+        object.__setattr__(self, "capture_sizes", tuple(sorted(sizes)))
+        _require(self.lowering in LOWERINGS, "lowering", f"one of {LOWERINGS}", self.lowering)
+        _require(self.device in DEVICES, "device", f"one of {DEVICES}", self.device)
+        _require(isinstance(self.debug, bool), "debug", "true or false", self.debug)
+        _require(
+            isinstance(self.warmup_iters, int) and self.warmup_iters >= 1,
+            "warmup_iters",
+            "an integer >= 1",
+            self.warmup_iters,
+        )
+        _require(self.output_mode in OUTPUT_MODES, "output_mode", f"one of {OUTPUT_MODES}", self.output_mode)
+        _require(isinstance(self.pad_value, int), "pad_value", "an integer", self.pad_value)
+        pads = self.pad_values
+        if isinstance(pads, Mapping):
+            pads = tuple(sorted(pads.items()))
+        _require(
+            isinstance(pads, tuple)
+            and all(isinstance(name, str) and isinstance(value, int) for name, value in pads),
+            "pad_values",
+            "a mapping from argument name to integer",
+            self.pad_values,
+        )
+        object.__setattr__(self, "pad_values", pads)
+
+    @property
+    def max_capture_size(self) -> int:
+        return self.capture_sizes[-1]
+
+    @property
+    def pad_value_map(self) -> dict[str, int]:
+        return dict(self.pad_values)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> GraphConfig:
+        """Build from `torch.compile(..., options={...})`; unknown keys raise a ValueError naming the allowed."""
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(
+                f"ascend_graph config: unknown option(s) {unknown}; allowed options are {list(cls.field_names())}"
+            )
+        if "capture_sizes" in options and isinstance(options["capture_sizes"], list | range):
+            options["capture_sizes"] = tuple(options["capture_sizes"])
+        if env_flags()["debug"]:
+            options["debug"] = True
+        return cls(**options)
