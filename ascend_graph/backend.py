@@ -72,13 +72,15 @@ class GraphCompiled:
             return "graph mode is inference-only; call under torch.no_grad() or torch.inference_mode()"
         return None
 
-    def _log_once(self, message: str) -> None:
-        if message not in self._logged:
-            self._logged.add(message)
+    def _log_once(self, message: str, key: str | None = None) -> None:
+        key = message if key is None else key
+        if key not in self._logged:
+            self._logged.add(key)
             logger.warning(message)
 
-    def _eager(self, args: Sequence[Any], reason: str) -> Any:
-        self._log_once(f"ascend_graph: running eagerly: {reason}")
+    def _eager(self, args: Sequence[Any], reason: str, key: str) -> Any:
+        """Serve one call eagerly; each kind of reason (`key`) is logged once per graph."""
+        self._log_once(f"ascend_graph: running eagerly (logged once): {reason}", key)
         bump("eager_calls")
         return self.runnable(*args)
 
@@ -103,16 +105,19 @@ class GraphCompiled:
         if self.fallback_reason is not None:
             bump("eager_calls")
             return self.runnable(*args)
+        pinned = self.signature.pinned_mismatch(args)
+        if pinned is not None:
+            return self._eager(args, pinned, "pinned")
         size = self.signature.runtime_size(args)
         bucket = size if self.signature.is_static else GraphSignature.bucket_for(size, self.sizes)
         if bucket is None and not self.signature.is_static:
-            return self._eager(args, f"size {size} is above the largest capture size {self.sizes[-1]}")
+            return self._eager(args, f"size {size} is above the largest capture size {self.sizes[-1]}", "over-max")
         if not self.captures:
             self.capture()
         capture = self.captures[bucket]
         moved = self._moved_input(capture, args)
         if moved is not None:
-            return self._eager(args, moved)
+            return self._eager(args, moved, "moved")
         self._feed(capture, args, size)
         capture.graph.replay()
         bump("replays")
@@ -122,11 +127,14 @@ class GraphCompiled:
         return self._outputs(capture, size)
 
     def _moved_input(self, capture: Capture, args: Sequence[Any]) -> str | None:
-        """By-reference inputs must sit where they were captured; parameters are trusted outside debug mode."""
+        """By-reference inputs must sit where they were captured (parameters are trusted outside debug mode);
+        host values must equal the captured ones."""
         for spec in self.signature.inputs:
-            checked = spec.kind is InputKind.BY_REFERENCE or (
-                spec.kind is InputKind.PARAMETER and self.config.debug
-            )
+            if spec.kind is InputKind.HOST_VALUE:
+                if args[spec.index].item() != capture.args[spec.index].item():
+                    return f"input {spec.index} ({spec.name}) changed its value, which the graph baked in"
+                continue
+            checked = spec.kind is InputKind.BY_REFERENCE or (spec.kind is InputKind.PARAMETER and self.config.debug)
             if not checked:
                 continue
             value, captured = args[spec.index], capture.args[spec.index]

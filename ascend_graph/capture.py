@@ -62,6 +62,8 @@ def static_args(
         elif spec.kind is InputKind.COPIED:
             buffers[spec.index] = example.detach().clone()
             args.append(buffers[spec.index])
+        elif spec.kind is InputKind.HOST_VALUE:
+            args.append(example.detach().clone())
         elif spec.kind is InputKind.SYMINT:
             args.append(signature.input_sizes(spec, size)[0])
         else:

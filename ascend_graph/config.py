@@ -87,8 +87,7 @@ class GraphConfig:
         if isinstance(pads, Mapping):
             pads = tuple(sorted(pads.items()))
         _require(
-            isinstance(pads, tuple)
-            and all(isinstance(name, str) and isinstance(value, int) for name, value in pads),
+            isinstance(pads, tuple) and all(isinstance(name, str) and isinstance(value, int) for name, value in pads),
             "pad_values",
             "a mapping from argument name to integer",
             self.pad_values,

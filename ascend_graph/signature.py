@@ -37,6 +37,8 @@ class InputKind(enum.Enum):
     BY_REFERENCE = "by_reference"  # module buffer or written input of fixed size: captured by reference,
     # its address checked on every call
     COPIED = "copied"  # any other fixed-size tensor: copied into a static buffer unless it is that buffer
+    HOST_VALUE = "host_value"  # a one-element CPU tensor (dynamo's unspecialised floats): a device graph bakes
+    # its value at capture, so each call compares the value and runs eagerly if it changed
     SYMINT = "symint"  # a symbolic integer argument: baked into the capture
     CONSTANT = "constant"  # any other value: baked into the capture
 
@@ -91,6 +93,8 @@ def _classify(index: int, node: torch.fx.Node, example: Any, mutated: bool) -> I
         kind = InputKind.PARAMETER
     elif mutated or hasattr(example, "_dynamo_static_input_type"):
         kind = InputKind.BY_REFERENCE
+    elif example.device.type == "cpu" and example.numel() == 1:
+        kind = InputKind.HOST_VALUE
     else:
         kind = InputKind.COPIED
     return InputSpec(index, name, kind, shape, example.dtype, example.device, mutated)
@@ -192,9 +196,7 @@ class GraphSignature:
     def valid_sizes(self, capture_sizes: Sequence[int]) -> tuple[int, ...]:
         """The capture sizes dynamo's guards allow for the bucketed symbol (e.g. not 1 when 0/1 specialised)."""
         return tuple(
-            size
-            for size in capture_sizes
-            if size >= self.min_size and (self.max_size is None or size <= self.max_size)
+            size for size in capture_sizes if size >= self.min_size and (self.max_size is None or size <= self.max_size)
         )
 
     def _evaluate(self, exprs: tuple[sympy.Expr, ...], size: int | None) -> tuple[int, ...]:

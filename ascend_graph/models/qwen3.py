@@ -75,7 +75,12 @@ class Qwen3Layer(nn.Module):
         self.down_proj = nn.Linear(shape.intermediate, shape.hidden, bias=False)
 
     def attention(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        cache: torch.Tensor,
     ) -> torch.Tensor:
         shape, batch = self.shape, x.shape[0]
         q_size, kv_size = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
@@ -98,7 +103,12 @@ class Qwen3Layer(nn.Module):
         return self.o_proj(out)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        cache: torch.Tensor,
     ) -> torch.Tensor:
         x = x + self.attention(rms_norm(x, self.input_norm, self.shape.eps), cos, sin, positions, cache)
         h = rms_norm(x, self.post_norm, self.shape.eps)

@@ -1,0 +1,46 @@
+import pytest
+
+from ascend_graph.config import GraphConfig
+
+
+def test_defaults_are_valid_and_sorted() -> None:
+    config = GraphConfig.from_options({"capture_sizes": [8, 1, 4]})
+    assert config.capture_sizes == (1, 4, 8)
+    assert config.max_capture_size == 8
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"capture_sizes": []}, "capture_sizes"),
+        ({"capture_sizes": [0, 2]}, "capture_sizes"),
+        ({"capture_sizes": [2, 2]}, "capture_sizes"),
+        ({"capture_sizes": [1.5]}, "capture_sizes"),
+        ({"lowering": "tensorrt"}, "lowering"),
+        ({"device": "tpu"}, "device"),
+        ({"output_mode": "borrowed"}, "output_mode"),
+        ({"warmup_iters": 0}, "warmup_iters"),
+        ({"pad_values": {"positions": "end"}}, "pad_values"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_allowed(options: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=rf"{field}=.* must be"):
+        GraphConfig.from_options(options)
+
+
+def test_unknown_option_lists_allowed_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['capture_size'\].*capture_sizes"):
+        GraphConfig.from_options({"capture_size": [1]})
+
+
+def test_env_debug_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASCEND_GRAPH_DEBUG", "1")
+    assert GraphConfig.from_options({}).debug is True
+    monkeypatch.setenv("ASCEND_GRAPH_DEBUG", "0")
+    assert GraphConfig.from_options({}).debug is False
+
+
+def test_config_is_frozen() -> None:
+    config = GraphConfig()
+    with pytest.raises(AttributeError):
+        config.debug = True  # type: ignore[misc]
