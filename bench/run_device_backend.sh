@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The backend issue's device run, in one call of the device tool (H100, torch 2.11, no vLLM, no network):
+# GPU-marked tests, then the decode benchmark for the given shapes. Everything lands in $OUT.
+#   bash bench/run_device_backend.sh qwen3-0.6b [qwen3-8b]
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-.out}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then  # pytest travels as wheels: the device has no package index
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 -c "import torch, triton, transformers, sys; print(sys.version); print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+} 2>&1 | tee "$OUT/env.txt"
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  python3 -m pytest -q tests -m gpu -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+fi
+for shape in "$@"; do
+  python3 bench/bench_backend.py --preset cuda --shapes "$shape" --out "$OUT/backend_h100_$shape.json" 2>&1 \
+    | tee "$OUT/bench_$shape.log" | grep -v -i "warn" | tail -40
+done
