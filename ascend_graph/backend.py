@@ -52,6 +52,13 @@ class GraphCompiled:
             (None,) if self.signature.is_static else self.signature.valid_sizes(config.capture_sizes)
         )
         self.captures: dict[int | None, Capture] = {}
+        # Inputs checked on every call, precomputed: the hot path must not walk hundreds of weights.
+        self._checked = tuple(
+            spec
+            for spec in self.signature.inputs
+            if spec.kind in (InputKind.BY_REFERENCE, InputKind.HOST_VALUE)
+            or (spec.kind is InputKind.PARAMETER and config.debug)
+        )
         self._example_inputs: list[Any] | None = list(example_inputs)
         self._logged: set[str] = set()
         self.fallback_reason = self._fallback_reason(example_inputs)
@@ -129,13 +136,10 @@ class GraphCompiled:
     def _moved_input(self, capture: Capture, args: Sequence[Any]) -> str | None:
         """By-reference inputs must sit where they were captured (parameters are trusted outside debug mode);
         host values must equal the captured ones."""
-        for spec in self.signature.inputs:
+        for spec in self._checked:
             if spec.kind is InputKind.HOST_VALUE:
                 if args[spec.index].item() != capture.args[spec.index].item():
                     return f"input {spec.index} ({spec.name}) changed its value, which the graph baked in"
-                continue
-            checked = spec.kind is InputKind.BY_REFERENCE or (spec.kind is InputKind.PARAMETER and self.config.debug)
-            if not checked:
                 continue
             value, captured = args[spec.index], capture.args[spec.index]
             if value.data_ptr() != captured.data_ptr():
