@@ -1,0 +1,371 @@
+"""Decode-step benchmark: ascend_graph against eager, a manual CUDA graph, torch.compile(backend="cudagraphs")
+and torch.compile(mode="reduce-overhead"), on Qwen3-shaped decoders with a static KV cache and random weights.
+
+Per (shape, batch, variant) it records every step time (host wall clock around the call plus a device
+synchronize, so host launch cost counts), the median, kernels per step (profiler), first-call time (compile +
+capture), graph memory, and the largest difference from eager logits. The HBM floor comes from a device-to-device
+copy bandwidth measured in the same run. Results: JSON with device, versions, date and every raw figure.
+
+    python bench/bench_backend.py --preset cuda --shapes qwen3-0.6b --out bench/results/backend_h100_0.6b.json
+    ascend-graph bench                                  # the CPU lane: tiny shape, eager vs ascend_graph
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..backend import GraphCompiled, ascend_graph_backend
+from ..counters import counters
+from ..models.qwen3 import SHAPES, Qwen3Decoder, build_decoder
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "cuda": {
+        "shapes": ["qwen3-0.6b", "qwen3-8b"],
+        "batches": [1, 8, 32, 128],
+        "max_seq": 512,
+        "iters": 40,
+        "dtype": "bfloat16",
+        "variants": [
+            "eager",
+            "manual_graph",
+            "cudagraphs",
+            "reduce_overhead",
+            "ascend_graph_aten",
+            "ascend_graph_inductor",
+        ],
+    },
+    "cpu": {
+        "shapes": ["tiny"],
+        "batches": [1, 2, 4, 8],
+        "max_seq": 64,
+        "iters": 30,
+        "dtype": "float32",
+        "variants": ["eager", "ascend_graph_aten"],
+    },
+}
+
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def memory_allocated(device: torch.device) -> int:
+    return torch.cuda.memory_allocated() if device.type == "cuda" else 0
+
+
+def copy_bandwidth(device: torch.device) -> float | None:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
+    if device.type != "cuda":
+        return None
+    source = torch.randn(1 << 28, device=device)  # 1 GiB of float32
+    target = torch.empty_like(source)
+    for _ in range(3):
+        target.copy_(source)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(10):
+        start.record()
+        target.copy_(source)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    bandwidth = 2 * source.nbytes / statistics.median(times)
+    del source, target
+    torch.cuda.empty_cache()
+    return bandwidth
+
+
+def floor_bytes(model: Qwen3Decoder, batch: int, context: int) -> int:
+    """The fewest bytes a decode step must move: every weight once, the KV cache of each sequence's context."""
+    shape = model.shape
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    kv_bytes = batch * (context + 1) * shape.kv_heads * shape.head_dim * 2 * shape.layers
+    return weight_bytes + kv_bytes * model.kv_cache.element_size()
+
+
+def count_kernels(step: Step, inputs: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    steps = 3
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step(*inputs)
+        synchronize(device)
+    kernels = [
+        event
+        for event in prof.events()
+        if event.device_type == torch.autograd.DeviceType.CUDA and "memcpy" not in event.name.lower()
+    ]
+    return len(kernels) / steps
+
+
+def manual_graph(model: Qwen3Decoder) -> Step:
+    """The textbook CUDA graph, one per batch size on first use: static inputs, warm-up on a side stream,
+    capture, then copy-in + replay."""
+    graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def capture(ids: torch.Tensor, pos: torch.Tensor) -> None:
+        static_ids, static_pos = ids.clone(), pos.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                model(static_ids, static_pos)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_logits = model(static_ids, static_pos)
+        graphs[ids.shape[0]] = (graph, static_ids, static_pos, static_logits)
+
+    def step(ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        if ids.shape[0] not in graphs:
+            capture(ids, pos)
+        graph, static_ids, static_pos, static_logits = graphs[ids.shape[0]]
+        static_ids.copy_(ids, non_blocking=True)
+        static_pos.copy_(pos, non_blocking=True)
+        graph.replay()
+        return static_logits
+
+    return step
+
+
+def build_variant(name: str, model: Qwen3Decoder, batches: list[int]) -> Step:
+    """One step per variant serving every batch size. Dynamic shapes, so each compiler compiles once (plus
+    dynamo's specialisation of size 1); graphs are recorded per size on first use."""
+    torch._dynamo.reset()
+    if name == "eager":
+        return model
+    if name == "manual_graph":
+        return manual_graph(model)
+    if name == "cudagraphs":
+        return torch.compile(model, backend="cudagraphs", dynamic=True)
+    if name == "reduce_overhead":
+        return torch.compile(model, mode="reduce-overhead", dynamic=True)
+    if name.startswith("ascend_graph_"):
+        options = {
+            "capture_sizes": batches,
+            "lowering": name.removeprefix("ascend_graph_"),
+            "output_mode": "static",
+            "pad_values": model.pad_values,
+        }
+        return torch.compile(model, backend=ascend_graph_backend, dynamic=True, options=options)
+    raise ValueError(f"unknown variant {name!r}; known: {PRESETS['cuda']['variants']}")
+
+
+def time_steps(step: Step, inputs: tuple[torch.Tensor, ...], iters: int, device: torch.device) -> list[float]:
+    for _ in range(3):
+        step(*inputs)
+    synchronize(device)
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        step(*inputs)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def direct_call(batch: int, ids: torch.Tensor, pos: torch.Tensor) -> Step | None:
+    """The ascend_graph piece serving `batch`, called without dynamo's guard evaluation in front of it."""
+    pieces = [p for p in LIVE_PIECES if batch in p.captures or None in p.captures]
+    if len(pieces) != 1:
+        return None
+    piece = pieces[0]
+    capture = piece.captures[batch] if batch in piece.captures else piece.captures[None]
+    named = {"token_ids": ids, "positions": pos}
+    args = []
+    for spec, captured in zip(piece.signature.inputs, capture.args, strict=True):
+        args.append(batch if spec.kind.value == "symint" else named.get(spec.name, captured))
+    return lambda *_: piece(*args)
+
+
+def run_batch(
+    name: str, step: Step, model: Qwen3Decoder, batch: int, context: int, iters: int, device: torch.device
+) -> dict[str, Any]:
+    ids = torch.randint(0, model.shape.vocab, (batch,), device=device)
+    pos = torch.full((batch,), context, device=device)
+    reference = model(ids, pos).float()
+    synchronize(device)
+    memory_before = memory_allocated(device)
+    counts_before = counters()
+    start = time.perf_counter()
+    out = step(ids, pos)
+    synchronize(device)
+    first_call = time.perf_counter() - start
+    memory_delta = memory_allocated(device) - memory_before
+    max_diff = (out.float() - reference).abs().max().item()
+    argmax_match = (out.float().argmax(-1) == reference.argmax(-1)).float().mean().item()
+    times = time_steps(step, (ids, pos), iters, device)
+    row: dict[str, Any] = {
+        "variant": name,
+        "batch": batch,
+        "median_ms": statistics.median(times) * 1e3,
+        "p10_ms": sorted(times)[len(times) // 10] * 1e3,
+        "p90_ms": sorted(times)[(len(times) * 9) // 10] * 1e3,
+        "step_times_ms": [t * 1e3 for t in times],
+        "kernels_per_step": count_kernels(step, (ids, pos), device),
+        "first_call_s": first_call,
+        "memory_delta_mb": memory_delta / 2**20,
+        "max_abs_diff_vs_eager": max_diff,
+        "argmax_match_vs_eager": argmax_match,
+    }
+    if name.startswith("ascend_graph_"):
+        counts = counters()
+        row["counters_delta"] = {key: counts[key] - counts_before.get(key, 0) for key in counts}
+        captures = [c for p in LIVE_PIECES for c in p.captures.values()]
+        row["ascend_graph_capture_s_all_sizes"] = sum(c.capture_seconds for c in captures)
+        row["ascend_graph_graph_mb_all_sizes"] = sum(c.graph_bytes for c in captures) / 2**20
+        direct = direct_call(batch, ids, pos)
+        if direct is not None:
+            row["direct_median_ms"] = statistics.median(time_steps(direct, (ids, pos), iters, device)) * 1e3
+    return row
+
+
+# Every GraphCompiled the backend builds during one variant, to read capture time and graph memory afterwards.
+LIVE_PIECES: list[GraphCompiled] = []
+
+
+def track_pieces() -> None:
+    """Append every GraphCompiled the backend builds to LIVE_PIECES."""
+    original_init = GraphCompiled.__init__
+
+    def init(self: GraphCompiled, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        LIVE_PIECES.append(self)
+
+    GraphCompiled.__init__ = init  # type: ignore[method-assign]
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "cuda": torch.version.cuda,
+        "cpu_threads": torch.get_num_threads(),
+    }
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    return info
+
+
+def print_table(result: dict[str, Any]) -> None:
+    for shape in result["shapes"]:
+        print(
+            f"\n{shape['name']}  floor per batch (ms): "
+            + ", ".join(f"{b}: {f:.3f}" for b, f in shape["floor_ms"].items())
+            if shape["floor_ms"]
+            else f"\n{shape['name']}"
+        )
+        print(f"{'variant':24s} {'batch':>5s} {'median ms':>10s} {'kernels':>8s} {'first s':>8s} {'maxdiff':>9s}")
+        for row in shape["rows"]:
+            kernels = "-" if row["kernels_per_step"] is None else f"{row['kernels_per_step']:.0f}"
+            print(
+                f"{row['variant']:24s} {row['batch']:5d} {row['median_ms']:10.3f} {kernels:>8s} "
+                f"{row['first_call_s']:8.1f} {row['max_abs_diff_vs_eager']:9.2e}"
+            )
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shapes", help=f"comma-separated, from {sorted(SHAPES)}")
+    parser.add_argument("--batches", help="comma-separated batch sizes")
+    parser.add_argument("--variants", help="comma-separated variants")
+    parser.add_argument("--iters", type=int)
+    parser.add_argument("--out", default=".out/bench_backend.json", help="JSON result path")
+    args = parser.parse_args(argv)
+    preset = dict(PRESETS[args.preset])
+    shapes = args.shapes.split(",") if args.shapes else preset["shapes"]
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else preset["batches"]
+    variants = args.variants.split(",") if args.variants else preset["variants"]
+    iters = args.iters or preset["iters"]
+    device = torch.device("cuda" if args.preset == "cuda" else "cpu")
+    dtype = getattr(torch, preset["dtype"])
+    max_seq = preset["max_seq"]
+    context = max_seq // 2
+    torch._dynamo.config.cache_size_limit = 64
+    track_pieces()
+    bandwidth = copy_bandwidth(device)
+    result: dict[str, Any] = {
+        "benchmark": "decode step, static KV cache, random weights",
+        "environment": environment(device),
+        "preset": args.preset,
+        "dtype": preset["dtype"],
+        "max_seq": max_seq,
+        "context": context,
+        "iters": iters,
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "shapes": [],
+    }
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for shape_name in shapes:
+        max_batch = max(batches)
+        model = build_decoder(shape_name, max_batch=max_batch, max_seq=max_seq, dtype=dtype, device=device)
+        with torch.no_grad():
+            model.kv_cache.normal_()  # never time on zeros
+        entry: dict[str, Any] = {
+            "name": shape_name,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "floor_bytes": {b: floor_bytes(model, b, context) for b in batches},
+            "floor_ms": {b: floor_bytes(model, b, context) / bandwidth * 1e3 for b in batches} if bandwidth else {},
+            "rows": [],
+        }
+        result["shapes"].append(entry)
+        for variant in variants:
+            LIVE_PIECES.clear()
+            with torch.inference_mode():
+                step = build_variant(variant, model, batches)
+                for batch in batches:
+                    try:
+                        row = run_batch(variant, step, model, batch, context, iters, device)
+                    except Exception as error:  # a failing variant is recorded, not hidden
+                        row = {"variant": variant, "batch": batch, "error": repr(error)[:2000]}
+                        print(f"FAILED {shape_name} {variant} batch {batch}: {error!r}", flush=True)
+                    entry["rows"].append(row)
+                    if "median_ms" in row:
+                        print(
+                            f"{shape_name} {variant:22s} b={batch:4d} {row['median_ms']:9.3f} ms "
+                            f"direct={row.get('direct_median_ms', float('nan')):8.3f} "
+                            f"kernels={row['kernels_per_step']} first={row['first_call_s']:.1f}s "
+                            f"diff={row['max_abs_diff_vs_eager']:.2e} argmax={row['argmax_match_vs_eager']:.2f}",
+                            flush=True,
+                        )
+                    out_path.write_text(json.dumps(result, indent=1))
+            del step
+            torch._dynamo.reset()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    out_path.write_text(json.dumps(result, indent=1))
+    print_table({"shapes": [{**s, "rows": [r for r in s["rows"] if "median_ms" in r]} for s in result["shapes"]]})
+    print(f"\nwrote {out_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

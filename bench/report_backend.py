@@ -1,0 +1,92 @@
+"""Plot and tabulate the backend benchmark from its JSON results (never from anything else).
+
+python bench/report_backend.py bench/results/backend_h100_*.json --png bench/results/backend_h100.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+PEERS = ("manual_graph", "cudagraphs", "reduce_overhead")
+OURS = ("ascend_graph_aten", "ascend_graph_inductor")
+
+
+def load(paths: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Rows merged per shape: {shape: {"rows": {(variant, batch): row}, "floor_ms": {batch: ms}}}."""
+    shapes: dict[str, dict[str, Any]] = defaultdict(lambda: {"rows": {}, "floor_ms": {}})
+    environment: dict[str, Any] = {}
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        environment = result["environment"]
+        for shape in result["shapes"]:
+            entry = shapes[shape["name"]]
+            entry["floor_ms"].update({int(b): ms for b, ms in shape["floor_ms"].items()})
+            for row in shape["rows"]:
+                if "median_ms" in row:
+                    entry["rows"][(row["variant"], row["batch"])] = row
+    return dict(shapes), environment
+
+
+def table(shapes: dict[str, dict[str, Any]]) -> str:
+    variants = ("eager", *PEERS, *OURS)
+    header = "| shape | batch | " + " | ".join(variants) + " | floor | ours ÷ best peer | ours ÷ floor |"
+    lines = [header, "|" + "---|" * (len(variants) + 5)]
+    for name, entry in shapes.items():
+        for batch in sorted({b for _, b in entry["rows"]}):
+            cells = []
+            for variant in variants:
+                row = entry["rows"].get((variant, batch))
+                cells.append(f"{row['median_ms']:.2f} ({row['kernels_per_step']:.0f})" if row else "–")
+            peers = [entry["rows"][(v, batch)]["median_ms"] for v in PEERS if (v, batch) in entry["rows"]]
+            ours = [entry["rows"][(v, batch)]["median_ms"] for v in OURS if (v, batch) in entry["rows"]]
+            floor = entry["floor_ms"].get(batch)
+            ratio_peer = f"{min(ours) / min(peers):.2f}" if ours and peers else "–"
+            ratio_floor = f"{min(ours) / floor:.2f}" if ours and floor else "–"
+            floor_cell = f"{floor:.2f}" if floor else "–"
+            lines.append(
+                f"| {name} | {batch} | " + " | ".join(cells) + f" | {floor_cell} | {ratio_peer} | {ratio_floor} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(shapes: dict[str, dict[str, Any]], environment: dict[str, Any], png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(shapes), figsize=(6 * len(shapes), 4.5), squeeze=False)
+    for axis, (name, entry) in zip(axes[0], shapes.items(), strict=True):
+        variants = sorted({v for v, _ in entry["rows"]}, key=("eager", *PEERS, *OURS).index)
+        for variant in variants:
+            points = sorted((b, r["median_ms"]) for (v, b), r in entry["rows"].items() if v == variant)
+            style = "-o" if variant in OURS else "--."
+            axis.plot([p[0] for p in points], [p[1] for p in points], style, label=variant)
+        floor = sorted(entry["floor_ms"].items())
+        axis.plot([b for b, _ in floor], [ms for _, ms in floor], "k:", label="HBM floor")
+        axis.set(xscale="log", yscale="log", xlabel="batch", ylabel="median step (ms)", title=name)
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(f"decode step, {environment.get('device')}, torch {environment.get('torch')}")
+    figure.tight_layout()
+    figure.savefig(png, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--png")
+    args = parser.parse_args()
+    shapes, environment = load(args.paths)
+    print(table(shapes))
+    if args.png:
+        plot(shapes, environment, args.png)
+        print(f"\nwrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()
