@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -33,12 +34,24 @@ class CpuEvent:
     def __init__(self) -> None:
         self._done = threading.Event()
         self._done.set()
+        self._stamp = 0.0
 
     def record(self, stream: CpuStream | None = None) -> None:
         stream = stream if stream is not None else CPU_DEVICE.current_stream()
         done = threading.Event()
         self._done = done
-        stream.submit(done.set)
+
+        def fire() -> None:
+            self._stamp = time.perf_counter()
+            done.set()
+
+        stream.submit(fire)
+
+    def elapsed_time(self, end: CpuEvent) -> float:
+        """Milliseconds between this event's and `end`'s firing on their streams (like cudaEventElapsedTime)."""
+        self.synchronize()
+        end.synchronize()
+        return (end._stamp - self._stamp) * 1e3
 
     def synchronize(self) -> None:
         self._done.wait()
@@ -137,6 +150,7 @@ class CpuDevice:
         self._default_stream: CpuStream | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._pinned: set[int] = set()
 
     @property
     def torch_device(self) -> torch.device:
@@ -167,8 +181,8 @@ class CpuDevice:
         finally:
             stack.pop()
 
-    def new_event(self) -> CpuEvent:
-        return CpuEvent()
+    def new_event(self, timing: bool = False) -> CpuEvent:
+        return CpuEvent()  # CPU events always carry a timestamp
 
     def graph_pool(self) -> None:
         return None  # host memory has no graph pool; static buffers are plain tensors
@@ -192,7 +206,14 @@ class CpuDevice:
             self._default_stream.synchronize()
 
     def pinned_empty(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-        return torch.empty(tuple(shape), dtype=dtype)  # host memory is the device memory here
+        """Host memory stands for pinned memory here; it is remembered, so the silent-sync detector can tell an
+        unpinned source from a pinned one as it would on a device."""
+        tensor = torch.empty(tuple(shape), dtype=dtype)
+        self._pinned.add(tensor.untyped_storage().data_ptr())
+        return tensor
+
+    def is_pinned(self, tensor: torch.Tensor) -> bool:
+        return tensor.untyped_storage().data_ptr() in self._pinned
 
     def memory_allocated(self) -> int:
         return 0

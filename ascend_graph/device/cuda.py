@@ -39,8 +39,8 @@ class CudaDevice:
     def use_stream(self, stream: torch.cuda.Stream) -> AbstractContextManager[Any]:
         return torch.cuda.stream(stream)
 
-    def new_event(self) -> torch.cuda.Event:
-        return torch.cuda.Event()
+    def new_event(self, timing: bool = False) -> torch.cuda.Event:
+        return torch.cuda.Event(enable_timing=timing)
 
     def graph_pool(self) -> Any:
         return torch.cuda.graph_pool_handle()
@@ -63,6 +63,9 @@ class CudaDevice:
 
     def pinned_empty(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
         return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+
+    def is_pinned(self, tensor: torch.Tensor) -> bool:
+        return tensor.device.type != "cpu" or tensor.is_pinned()
 
     def memory_allocated(self) -> int:
         return torch.cuda.memory_allocated()

@@ -60,8 +60,8 @@ class NpuDevice:
     def use_stream(self, stream: Any) -> AbstractContextManager[Any]:
         return _npu().stream(stream)
 
-    def new_event(self) -> Any:
-        return _npu().Event()
+    def new_event(self, timing: bool = False) -> Any:
+        return _npu().Event(enable_timing=timing)
 
     def graph_pool(self) -> Any:
         return _npu().graph_pool_handle()
@@ -85,6 +85,9 @@ class NpuDevice:
 
     def pinned_empty(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
         return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
+
+    def is_pinned(self, tensor: torch.Tensor) -> bool:
+        return tensor.device.type != "cpu" or tensor.is_pinned()
 
     def memory_allocated(self) -> int:
         return int(_npu().memory_allocated())
