@@ -24,6 +24,10 @@ from ..errors import AscendGraphError
 _OWN_FILES = (os.sep + "torch" + os.sep, __file__, os.path.join("ascend_graph", "runner", "runner.py"))
 
 
+# Under inference mode `.item()` dispatches aten.item without decomposing it into _local_scalar_dense.
+_SCALAR_READS = (torch.ops.aten._local_scalar_dense, torch.ops.aten.item)
+
+
 class SilentSyncError(AscendGraphError):
     """A copy or read inside the step loop would silently synchronise the host with the device."""
 
@@ -58,7 +62,7 @@ class SilentSyncDetector(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         packet = func.overloadpacket
-        if packet is torch.ops.aten._local_scalar_dense and _is_device(args[0], self.device_storages):
+        if packet in _SCALAR_READS and _is_device(args[0], self.device_storages):
             raise SilentSyncError(f"host read of a device tensor (.item()/.tolist()/bool()) at {caller_line()}")
         if packet is torch.ops.aten.copy_:
             dst, src = args[0], args[1]
