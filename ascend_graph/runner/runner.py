@@ -87,7 +87,8 @@ class StepHandle:
     index: int
     size: int
     static_index: int
-    host_copy_s: float  # host time spent in launch() (waiting for the staging guard included)
+    host_copy_s: float  # host time spent working in launch(): staging writes and enqueueing
+    host_wait_s: float  # host time launch() spent blocked on guards (the previous set's tokens, its copy)
     tokens: np.ndarray | None = None
     device_start_ms: float | None = None
     device_end_ms: float | None = None
@@ -107,6 +108,7 @@ class StepMetrics:
     device_ms: list[float] = field(default_factory=list)  # replay time per step, from device events
     device_gap_ms: list[float] = field(default_factory=list)  # device idle between replay N-1 and N (bubble)
     host_copy_ms: list[float] = field(default_factory=list)
+    host_wait_ms: list[float] = field(default_factory=list)
 
 
 class GraphRunner:
@@ -197,9 +199,11 @@ class GraphRunner:
             )
         index = self._steps % len(self.static)
         staging, static = self.staging[self._steps % len(self.staging)], self.static[index]
+        wait_start = time.perf_counter()
         self._collect_pending(index)  # the host buffer of this set is about to be refilled
         if self.config.guard_staging:
             staging.copied.synchronize()  # hazard 1: the last copy out of this staging set has run
+        waited = time.perf_counter() - wait_start
         if self.config.poison:
             staging.poison()
         staging.write(batch, size)
@@ -223,7 +227,7 @@ class GraphRunner:
             self.device.copy_(static.host_tokens[:size], static.sampled[:size])
             static.fetched.record(streams.fetch)
         bump("replays")
-        handle = StepHandle(self._steps, size, index, time.perf_counter() - start)
+        handle = StepHandle(self._steps, size, index, time.perf_counter() - start - waited, waited)
         self._pending[index] = handle
         self._steps += 1
         return handle
@@ -253,6 +257,7 @@ class GraphRunner:
         assert handle.device_start_ms is not None and handle.device_end_ms is not None
         self.metrics.device_ms.append(handle.device_end_ms - handle.device_start_ms)
         self.metrics.host_copy_ms.append(handle.host_copy_s * 1e3)
+        self.metrics.host_wait_ms.append(handle.host_wait_s * 1e3)
         if self._last_end_ms is not None:
             self.metrics.device_gap_ms.append(max(0.0, handle.device_start_ms - self._last_end_ms))
         self._last_end_ms = handle.device_end_ms
