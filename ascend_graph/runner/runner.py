@@ -62,6 +62,8 @@ class RunnerConfig:
     # Pinned staging sets in rotation; default: one per static set. forward-async with a single staging set is
     # valid (the `copied` guard orders it) and is the configuration where that guard alone prevents hazard 1.
     staging_sets: int | None = None
+    # One graph memory pool per static set instead of one for all graphs.
+    pool_per_set: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -164,10 +166,15 @@ class GraphRunner:
 
     def capture(self) -> None:
         """One graph per (size, static set), largest first, into one pool, each after warm-up."""
-        pool = self.device.graph_pool()
+        # The static sets were filled on the caller's stream: the compute stream must not read them before.
+        self.device.synchronize()
+        pools = [self.device.graph_pool()]
+        if self.config.pool_per_set:
+            pools += [self.device.graph_pool() for _ in self.static[1:]]
         with torch.inference_mode(), self.device.use_stream(self.streams.compute):
             for size in sorted(self.config.capture_sizes, reverse=True):
                 for index in range(len(self.static)):
+                    pool = pools[index % len(pools)]
                     body = self._body(size, index)
                     for _ in range(self.config.warmup_iters):
                         body()
@@ -208,7 +215,10 @@ class GraphRunner:
             staging.poison()
         staging.write(batch, size)
         streams = self.streams
+        caller = self.device.current_stream()
         with self.device.use_stream(streams.copy):
+            # Work the caller queued before this step (a prefill's KV writes, a cache reset) comes first.
+            streams.copy.wait_stream(caller)
             streams.copy.wait_event(static.replayed)  # hazard 3: no replay still reads this static set
             for name, tensor in static.tensors.items():
                 self._h2d(tensor[:size], staging.tensors[name][:size])
