@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import time
 from pathlib import Path
@@ -24,30 +23,12 @@ import torch
 from ..device import get_device
 from ..models.qwen3 import SHAPES, build_paged_decoder
 from ..runner import MODES, GraphRunner, RunnerConfig
-from ..runner.harness import DecodeHarness, Workload, paged_step
+from ..runner.harness import DecodeHarness, Workload, device_delays, paged_step
 from .decode_step import environment
 
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
-
-
-def device_delays(max_s: float, probability: float):  # type: ignore[no-untyped-def]
-    """Random device-side sleeps on the runner's streams (CUDA: torch.cuda._sleep; CPU: a sleeping work item)."""
-
-    def delay(runner: GraphRunner, rng: random.Random) -> None:
-        streams = {id(s): s for s in (runner.streams.copy, runner.streams.compute, runner.streams.fetch)}
-        for stream in streams.values():
-            if rng.random() >= probability:
-                continue
-            seconds = rng.uniform(0, max_s)
-            if runner.device.kind == "cuda":
-                with torch.cuda.stream(stream):
-                    torch.cuda._sleep(int(seconds * 1.5e9))  # cycles at ~1.5 GHz
-            else:
-                stream.submit(lambda seconds=seconds: time.sleep(seconds))
-
-    return delay
 
 
 def run_mode(model_step: Any, workload: Workload, mode: str, sizes: tuple[int, ...], device: str) -> dict[str, Any]:

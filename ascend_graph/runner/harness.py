@@ -191,6 +191,24 @@ class DecodeHarness:
                 finished[request.rid] = request.generated
 
 
+def device_delays(max_s: float, probability: float = 0.3) -> Callable[[GraphRunner, random.Random], None]:
+    """Random device-side sleeps on the runner's streams (CUDA: torch.cuda._sleep; CPU: a sleeping work item)."""
+
+    def delay(runner: GraphRunner, rng: random.Random) -> None:
+        streams = {id(s): s for s in (runner.streams.copy, runner.streams.compute, runner.streams.fetch)}
+        for stream in streams.values():
+            if rng.random() >= probability:
+                continue
+            seconds = rng.uniform(0, max_s)
+            if runner.device.kind == "cuda":
+                with torch.cuda.stream(stream):
+                    torch.cuda._sleep(int(seconds * 1.5e9))  # cycles at ~1.5 GHz
+            else:
+                stream.submit(lambda seconds=seconds: time.sleep(seconds))
+
+    return delay
+
+
 def paged_step(model: Any) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
     """The runner's step function for a PagedQwen3Decoder (or anything with its forward signature)."""
 

@@ -5,7 +5,6 @@ staging guard switched off must not (so these tests can fail); the silent-sync d
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ import torch
 from ascend_graph.device import get_device
 from ascend_graph.models.qwen3 import Qwen3Shape, build_paged_decoder
 from ascend_graph.runner import GraphRunner, RunnerConfig, SilentSyncError
-from ascend_graph.runner.harness import DecodeHarness, Workload, paged_step
+from ascend_graph.runner.harness import DecodeHarness, Workload, device_delays, paged_step
 
 # Small enough that 10 000 steps fit in CI on two cores; head_dim 32 as vLLM's CPU attention wants.
 STRESS_SHAPE = Qwen3Shape(vocab=128, hidden=32, layers=1, heads=2, kv_heads=1, head_dim=32, intermediate=64)
@@ -32,18 +31,6 @@ def _runner(workload: Workload, device: str = "cpu", **config: object) -> GraphR
     )
     runner.capture()
     return runner
-
-
-def _device_delays(max_s: float, probability: float = 0.3):  # type: ignore[no-untyped-def]
-    """Random sleeps queued on the runner's streams: a slow copy, a slow kernel, a slow fetch."""
-
-    def delay(runner: GraphRunner, rng: random.Random) -> None:
-        for stream in {id(s): s for s in (runner.streams.copy, runner.streams.compute, runner.streams.fetch)}.values():
-            if rng.random() < probability:
-                seconds = rng.uniform(0, max_s)
-                stream.submit(lambda seconds=seconds: time.sleep(seconds))
-
-    return delay
 
 
 def _run(workload: Workload, mode: str, host_delay_s: float = 0.0, delays=None, **config: object):  # type: ignore[no-untyped-def]
@@ -67,7 +54,7 @@ STRESS = Workload(
 @pytest.mark.slow
 def test_forward_async_stress_10k_steps_matches_sync() -> None:
     reference, _ = _run(STRESS, "sync")
-    result, runner = _run(STRESS, "forward-async", host_delay_s=0.0004, delays=_device_delays(0.0006), poison=True)
+    result, runner = _run(STRESS, "forward-async", host_delay_s=0.0004, delays=device_delays(0.0006), poison=True)
     launched = len(runner.metrics.device_ms)  # one entry per launched step whose tokens were read
     assert launched >= 10_000, launched
     assert len(result.tokens) == STRESS.requests
@@ -86,7 +73,7 @@ def test_scheduler_async_stress_matches_sync() -> None:
         seed=3,
     )
     reference, _ = _run(workload, "sync")
-    result, _ = _run(workload, "scheduler-async", host_delay_s=0.0004, delays=_device_delays(0.0006), poison=True)
+    result, _ = _run(workload, "scheduler-async", host_delay_s=0.0004, delays=device_delays(0.0006), poison=True)
     assert result.tokens == reference.tokens
 
 
@@ -94,7 +81,7 @@ def test_stress_broken_staging_guard_gives_wrong_tokens() -> None:
     """One staging set, guard off, slow copies: the host rewrites staging before its copy ran (hazard 1)."""
     workload = Workload(requests=120, max_batch=8, num_blocks=160, new_tokens=(8, 40), vocab=STRESS_SHAPE.vocab, seed=5)
     reference, _ = _run(workload, "sync")
-    slow_copies = _device_delays(0.002, probability=1.0)
+    slow_copies = device_delays(0.002, probability=1.0)
     broken, _ = _run(workload, "forward-async", delays=slow_copies, staging_sets=1, guard_staging=False)
     assert broken.tokens != reference.tokens
     guarded, _ = _run(workload, "forward-async", delays=slow_copies, staging_sets=1)
