@@ -1,0 +1,25 @@
+"""The `ascend_graph` section of vLLM's `--additional-config`, validated."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+ALLOWED = {"mode": ("sync",), "debug": (True, False)}
+
+
+def parse_additional_config(additional_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`{"ascend_graph": {...}}` -> its options with defaults; unknown keys or values raise a ValueError naming
+    the allowed ones. forward-async inside vLLM is not implemented yet, so only mode "sync" is accepted."""
+    section = dict((additional_config or {}).get("ascend_graph") or {})
+    unknown = sorted(set(section) - set(ALLOWED))
+    if unknown:
+        raise ValueError(
+            f"additional_config.ascend_graph: unknown key(s) {unknown}; allowed keys are {sorted(ALLOWED)}"
+        )
+    for key, value in section.items():
+        if value not in ALLOWED[key]:
+            raise ValueError(
+                f"additional_config.ascend_graph.{key}={value!r} is not allowed; allowed values are {ALLOWED[key]}"
+            )
+    return {"mode": "sync", "debug": False, **section}

