@@ -40,14 +40,27 @@ def info() -> dict[str, object]:
     }
 
 
+def serve(args: list[str]) -> int:
+    """Run vLLM's OpenAI-compatible server in this process; a leading positional argument is the model."""
+    import runpy
+
+    if args and not args[0].startswith("-"):
+        args = ["--model", args[0], *args[1:]]
+    sys.argv = ["vllm.entrypoints.openai.api_server", *args]
+    runpy.run_module("vllm.entrypoints.openai.api_server", run_name="__main__")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="ascend-graph", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["bench", "info"])
+    parser.add_argument("command", choices=["bench", "info", "serve"])
     args, rest = parser.parse_known_args(argv)
     if args.command == "info":
         print(json.dumps(info(), indent=1))
         return 0
+    if args.command == "serve":
+        return serve(rest)
     from .benchmarks.decode_step import main as bench_main
 
     bench_main(rest)

@@ -1,0 +1,151 @@
+"""`ascend-graph serve` (vLLM's OpenAI server) on 127.0.0.1 in graph mode: completions, chat completions and
+streaming through the openai client, concurrent requests, answers equal to offline eager greedy decoding."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+openai = pytest.importorskip("openai")
+
+PROMPTS = [
+    "Hello, my name is",
+    "The quick brown fox",
+    "What is the capital of France?",
+    "Graph mode captures",
+    "The host prepares",
+    "Paris",
+    "Once",
+    "Numbers and streams",
+]
+MAX_TOKENS = 24
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(client: openai.OpenAI, server: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode}")
+        try:
+            client.models.list()
+            return
+        except openai.APIConnectionError:
+            time.sleep(1)
+    raise TimeoutError("vLLM server did not come up")
+
+
+def _offline_eager(model_dir: Path, env: dict[str, str]) -> list[str]:
+    """Greedy texts from LLM() in eager mode, in a child process (vLLM spawns: the script needs a __main__)."""
+    script = model_dir.parent / "offline_eager.py"
+    script.write_text(
+        "import json\n"
+        "from vllm import LLM, SamplingParams\n"
+        "if __name__ == '__main__':\n"
+        f"    llm = LLM(model={str(model_dir)!r}, max_model_len=256, dtype='float32', enforce_eager=True)\n"
+        f"    params = SamplingParams(max_tokens={MAX_TOKENS}, temperature=0, ignore_eos=True)\n"
+        f"    outs = llm.generate({PROMPTS!r}, params)\n"
+        "    print('RESULT', json.dumps([o.outputs[0].text for o in outs]), flush=True)\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(line.removeprefix("RESULT "))
+
+
+@pytest.mark.slow
+def test_serve_completions_chat_and_streaming_in_graph_mode(tmp_path: Path) -> None:
+    from ascend_graph.models.tiny_hf import build_tiny_model_dir
+
+    model_dir = build_tiny_model_dir(tmp_path / "tiny-qwen3")
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0"}
+    expected = _offline_eager(model_dir, env)
+    port = _free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "ascend_graph.cli",
+        "serve",
+        str(model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "256",
+        "--dtype",
+        "float32",
+        "--served-model-name",
+        "tiny",
+        "-cc",
+        '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}',
+        "--additional-config",
+        '{"ascend_graph": {"mode": "sync"}}',
+    ]
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+    try:
+        _wait_ready(client, server)
+
+        def complete(prompt: str) -> str:
+            response = client.completions.create(
+                model="tiny", prompt=prompt, max_tokens=MAX_TOKENS, temperature=0, extra_body={"ignore_eos": True}
+            )
+            return response.choices[0].text
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:  # concurrent: batched decode
+            texts = list(pool.map(complete, PROMPTS))
+        assert texts == expected
+
+        stream = client.completions.create(
+            model="tiny",
+            prompt=PROMPTS[0],
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        assert "".join(chunk.choices[0].text for chunk in stream) == expected[0]
+
+        chat = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "Hello"}],
+            max_tokens=8,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
+        assert chat.choices[0].message.content and chat.usage.completion_tokens == 8
+        chat_stream = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "Hello"}],
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chat_stream if chunk.choices)
+        assert streamed == chat.choices[0].message.content
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+    engine_log = (tmp_path / "server.log").read_text()
+    assert "'backend': 'ascend_graph'" in engine_log and "'cudagraph_mode': <CUDAGraphMode.PIECEWISE: 1>" in engine_log
