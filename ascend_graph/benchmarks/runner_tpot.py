@@ -23,7 +23,7 @@ import torch
 from ..device import get_device
 from ..models.qwen3 import SHAPES, build_paged_decoder
 from ..runner import MODES, GraphRunner, RunnerConfig
-from ..runner.harness import DecodeHarness, Workload, device_delays, paged_step
+from ..runner.harness import DecodeHarness, Workload, device_delays, paged_runner, paged_step
 from .decode_step import environment
 
 
@@ -86,17 +86,8 @@ def stress(device: str, steps_target: int) -> dict[str, Any]:
     tokens = {}
     steps = {}
     for mode in ("sync", "forward-async"):
-        model = build_paged_decoder(
-            shape, workload.num_blocks, workload.block_size, workload.max_blocks_per_seq, device=device
-        )
-        runner = GraphRunner(
-            paged_step(model),
-            workload.fields(),
-            workload.max_batch,
-            get_device(device),
-            RunnerConfig(mode=mode, capture_sizes=(1, 2, 4, 8), poison=True),
-        )
-        runner.capture()
+        config = RunnerConfig(mode=mode, capture_sizes=(1, 2, 4, 8), poison=True)
+        runner = paged_runner(shape, workload, device, config)
         delays = device_delays(0.0005, 0.3) if mode == "forward-async" else None
         result = DecodeHarness(workload, host_delay_s=0.0003 if delays else 0.0, device_delay=delays).run(runner)
         tokens[mode], steps[mode] = result.tokens, len(runner.metrics.device_ms)

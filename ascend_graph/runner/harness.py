@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .buffers import Field
-from .runner import GraphRunner, StepHandle
+from .runner import GraphRunner, RunnerConfig, StepHandle
 
 
 @dataclass
@@ -207,6 +207,21 @@ def device_delays(max_s: float, probability: float = 0.3) -> Callable[[GraphRunn
                 stream.submit(lambda seconds=seconds: time.sleep(seconds))
 
     return delay
+
+
+def paged_runner(
+    shape: Any, workload: Workload, device: str, config: RunnerConfig, dtype: torch.dtype = torch.float32
+) -> GraphRunner:
+    """A captured GraphRunner over a fresh paged Qwen3 decoder sized for `workload` (random weights)."""
+    from ..device import get_device
+    from ..models.qwen3 import build_paged_decoder
+
+    model = build_paged_decoder(
+        shape, workload.num_blocks, workload.block_size, workload.max_blocks_per_seq, dtype=dtype, device=device
+    )
+    runner = GraphRunner(paged_step(model), workload.fields(), workload.max_batch, get_device(device), config)
+    runner.capture()
+    return runner
 
 
 def paged_step(model: Any) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:

@@ -9,28 +9,16 @@ import random
 import pytest
 import torch
 
-from ascend_graph.device import get_device
-from ascend_graph.models.qwen3 import Qwen3Shape, build_paged_decoder
+from ascend_graph.models.qwen3 import Qwen3Shape
 from ascend_graph.runner import GraphRunner, RunnerConfig, SilentSyncError
-from ascend_graph.runner.harness import DecodeHarness, Workload, device_delays, paged_step
+from ascend_graph.runner.harness import DecodeHarness, Workload, device_delays, paged_runner
 
 # Small enough that 10 000 steps fit in CI on two cores; head_dim 32 as vLLM's CPU attention wants.
 STRESS_SHAPE = Qwen3Shape(vocab=128, hidden=32, layers=1, heads=2, kv_heads=1, head_dim=32, intermediate=64)
 
 
 def _runner(workload: Workload, device: str = "cpu", **config: object) -> GraphRunner:
-    model = build_paged_decoder(
-        STRESS_SHAPE, workload.num_blocks, workload.block_size, workload.max_blocks_per_seq, device=device
-    )
-    runner = GraphRunner(
-        paged_step(model),
-        workload.fields(),
-        workload.max_batch,
-        get_device(device),
-        RunnerConfig(capture_sizes=(1, 2, 4, 8), **config),  # type: ignore[arg-type]
-    )
-    runner.capture()
-    return runner
+    return paged_runner(STRESS_SHAPE, workload, device, RunnerConfig(capture_sizes=(1, 2, 4, 8), **config))  # type: ignore[arg-type]
 
 
 def _run(workload: Workload, mode: str, host_delay_s: float = 0.0, delays=None, **config: object):  # type: ignore[no-untyped-def]
