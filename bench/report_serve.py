@@ -11,51 +11,54 @@ from pathlib import Path
 from typing import Any
 
 
-def table(result: dict[str, Any]) -> str:
+def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| config | concurrency | TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms | output tok/s | failed |",
-        "|---|---|---|---|---|---|---|",
+        "| run | config | concurrency | TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms | output tok/s "
+        "| failed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for config in result["configs"]:
-        for concurrency, run in config["runs"].items():
-            cells = [f"{run[f'p50_{m}_ms']:.1f} / {run[f'p99_{m}_ms']:.1f}" for m in ("ttft", "tpot", "itl")]
-            lines.append(
-                f"| {config['config']} | {concurrency} | "
-                + " | ".join(cells)
-                + f" | {run['output_throughput']:.0f} | {run['failed']} |"
-            )
+    for number, result in enumerate(results, 1):
+        for config in result["configs"]:
+            for concurrency, run in config["runs"].items():
+                cells = [f"{run[f'p50_{m}_ms']:.1f} / {run[f'p99_{m}_ms']:.1f}" for m in ("ttft", "tpot", "itl")]
+                lines.append(
+                    f"| {number} | {config['config']} | {concurrency} | "
+                    + " | ".join(cells)
+                    + f" | {run['output_throughput']:.0f} | {run['failed']} |"
+                )
     return "\n".join(lines)
 
 
-def plot(result: dict[str, Any], png: str) -> None:
+def plot(results: list[dict[str, Any]], png: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
-    names = [config["config"] for config in result["configs"]]
+    names = [config["config"] for config in results[0]["configs"]]
     for axis, concurrency in zip(axes[0], ("1", "8"), strict=True):
-        data = [config["runs"][concurrency]["itls_ms"] for config in result["configs"]]
-        axis.boxplot(data, showfliers=False)
-        axis.set_xticks(range(1, len(names) + 1), names)
-        axis.set(ylabel="inter-token latency (ms)", title=f"concurrency {concurrency}")
+        for number, result in enumerate(results, 1):
+            tpot = [config["runs"][concurrency]["p50_tpot_ms"] for config in result["configs"]]
+            axis.plot(names, tpot, "o", label=f"run {number}: TPOT p50")
+        axis.set(ylabel="TPOT p50 (ms)", title=f"concurrency {concurrency}", ylim=(0, None))
         axis.grid(True, alpha=0.3)
-    env = result["environment"]
-    figure.suptitle(f"vllm bench serve on the CPU lane, vLLM {env['vllm']}, torch {env['torch']}")
+        axis.legend(fontsize=8)
+    env = results[0]["environment"]
+    figure.suptitle(f"vllm bench serve on the CPU lane (2 cores), vLLM {env['vllm']}, torch {env['torch']}")
     figure.tight_layout()
     figure.savefig(png, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path")
+    parser.add_argument("paths", nargs="+")
     parser.add_argument("--png")
     args = parser.parse_args()
-    result = json.loads(Path(args.path).read_text())
-    print(table(result))
+    results = [json.loads(Path(path).read_text()) for path in args.paths]
+    print(table(results))
     if args.png:
-        plot(result, args.png)
+        plot(results, args.png)
         print(f"\nwrote {args.png}")
 
 

@@ -94,13 +94,13 @@ def _bench(model_dir: Path, port: int, concurrency: int, prompts: int, result_di
             "0",
         ]
     )
-    result = bench_main(args)
+    bench_main(args)
+    result = json.loads((result_dir / f"c{concurrency}.json").read_text())  # the saved file has per-request data
     keep = ("completed", "failed", "duration", "request_throughput", "output_throughput", "total_output_tokens")
     figures = {key: result.get(key) for key in keep}
     figures.update({key: value for key, value in result.items() if any(key.endswith(f"_{m}_ms") for m in METRICS)})
     figures.update({key: value for key, value in result.items() if key.startswith(("p50_", "p90_", "p99_"))})
-    figures["itls_ms"] = [1e3 * x for itl in result.get("itls", []) for x in itl]
-    figures["ttfts_ms"] = [1e3 * x for x in result.get("ttfts", [])]
+    figures["latencies_s"] = result["latencies"]  # per request, raw
     return figures
 
 
