@@ -13,14 +13,12 @@ import datetime
 import json
 import os
 import platform
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from ..vllm_plugin.server import served
 
 GRAPH_CC = '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
 CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -29,26 +27,6 @@ CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "ascend_graph-sync": (["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "sync"}}'], {}),
 }
 METRICS = ("ttft", "tpot", "itl")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(port: int, server: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"server on port {port} not ready after {timeout_s} s")
 
 
 def _bench(model_dir: Path, port: int, concurrency: int, prompts: int, result_dir: Path) -> dict[str, Any]:
@@ -106,40 +84,13 @@ def _bench(model_dir: Path, port: int, concurrency: int, prompts: int, result_di
 
 def run_config(name: str, model_dir: Path, prompts: int, work: Path) -> dict[str, Any]:
     extra_args, extra_env = CONFIGS[name]
-    port = _free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0", **extra_env}
-    command = [
-        sys.executable,
-        "-m",
-        "ascend_graph.cli",
-        "serve",
-        str(model_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-model-len",
-        "256",
-        "--dtype",
-        "float32",
-        "--served-model-name",
-        "tiny",
-        *extra_args,
-    ]
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0", **extra_env}
+    server_args = ["--max-model-len", "256", "--dtype", "float32", *extra_args]
     log_path = work / f"{name}.log"
     started = time.time()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            _wait_ready(port, server, timeout_s=600)
-            startup_s = time.time() - started
-            runs = {c: _bench(model_dir, port, c, prompts, work / name) for c in (1, 8)}
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+    with served(model_dir, server_args, log_path, env) as port:
+        startup_s = time.time() - started
+        runs = {c: _bench(model_dir, port, c, prompts, work / name) for c in (1, 8)}
     engine_log = log_path.read_text()
     mode = next(
         (

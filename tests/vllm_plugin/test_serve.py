@@ -6,10 +6,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,25 +26,6 @@ PROMPTS = [
     "Numbers and streams",
 ]
 MAX_TOKENS = 24
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(client: openai.OpenAI, server: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode}")
-        try:
-            client.models.list()
-            return
-        except openai.APIConnectionError:
-            time.sleep(1)
-    raise TimeoutError("vLLM server did not come up")
 
 
 def _offline_eager(model_dir: Path, env: dict[str, str]) -> list[str]:
@@ -70,37 +49,18 @@ def _offline_eager(model_dir: Path, env: dict[str, str]) -> list[str]:
 @pytest.mark.slow
 def test_serve_completions_chat_and_streaming_in_graph_mode(tmp_path: Path) -> None:
     from ascend_graph.models.tiny_hf import build_tiny_model_dir
+    from ascend_graph.vllm_plugin.server import served
 
     model_dir = build_tiny_model_dir(tmp_path / "tiny-qwen3")
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0"}
     expected = _offline_eager(model_dir, env)
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "ascend_graph.cli",
-        "serve",
-        str(model_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--max-model-len",
-        "256",
-        "--dtype",
-        "float32",
-        "--served-model-name",
-        "tiny",
-        "-cc",
-        '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}',
-        "--additional-config",
-        '{"ascend_graph": {"mode": "sync"}}',
-    ]
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-    try:
-        _wait_ready(client, server)
+    server_args = [
+        "--max-model-len", "256", "--dtype", "float32",
+        "-cc", '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}',
+        "--additional-config", '{"ascend_graph": {"mode": "sync"}}',
+    ]  # fmt: skip
+    with served(model_dir, server_args, tmp_path / "server.log", env) as port:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
 
         def complete(prompt: str) -> str:
             response = client.completions.create(
@@ -113,39 +73,21 @@ def test_serve_completions_chat_and_streaming_in_graph_mode(tmp_path: Path) -> N
         assert texts == expected
 
         stream = client.completions.create(
-            model="tiny",
-            prompt=PROMPTS[0],
-            max_tokens=MAX_TOKENS,
-            temperature=0,
-            stream=True,
+            model="tiny", prompt=PROMPTS[0], max_tokens=MAX_TOKENS, temperature=0, stream=True,
             extra_body={"ignore_eos": True},
-        )
+        )  # fmt: skip
         assert "".join(chunk.choices[0].text for chunk in stream) == expected[0]
 
         chat = client.chat.completions.create(
-            model="tiny",
-            messages=[{"role": "user", "content": "Hello"}],
-            max_tokens=8,
-            temperature=0,
+            model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0,
             extra_body={"ignore_eos": True},
-        )
+        )  # fmt: skip
         assert chat.choices[0].message.content and chat.usage.completion_tokens == 8
         chat_stream = client.chat.completions.create(
-            model="tiny",
-            messages=[{"role": "user", "content": "Hello"}],
-            max_tokens=8,
-            temperature=0,
-            stream=True,
+            model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=8, temperature=0, stream=True,
             extra_body={"ignore_eos": True},
-        )
+        )  # fmt: skip
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chat_stream if chunk.choices)
         assert streamed == chat.choices[0].message.content
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
     engine_log = (tmp_path / "server.log").read_text()
     assert "'backend': 'ascend_graph'" in engine_log and "'cudagraph_mode': <CUDAGraphMode.PIECEWISE: 1>" in engine_log
