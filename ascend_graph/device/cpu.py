@@ -69,6 +69,10 @@ class CpuStream:
     Each item runs under the grad and inference mode of the thread that submitted it (those modes are
     thread-local in torch). An exception inside an item is kept and re-raised as `StreamError` at the next
     `synchronize()` or `submit()`; later items still run, so events still fire and nobody hangs.
+
+    Work submitted from the stream's own thread (a device job that replays graphs, copies, records events) runs
+    inline, in order, as kernels launched by one job would; `synchronize()` there returns at once, since
+    everything queued before the running item has already run.
     """
 
     def __init__(self, name: str = "ascend-graph-cpu-stream") -> None:
@@ -91,8 +95,14 @@ class CpuStream:
         if error is not None:
             raise StreamError(f"work queued on {self._thread.name} failed: {error!r}") from error
 
+    def on_stream_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
     def submit(self, fn: Callable[[], Any]) -> None:
-        """Enqueue `fn`; it runs after everything submitted before it."""
+        """Enqueue `fn`; it runs after everything submitted before it (inline on the stream's own thread)."""
+        if self.on_stream_thread():
+            fn()
+            return
         self._raise_pending()
         grad_enabled = torch.is_grad_enabled()
         inference = torch.is_inference_mode_enabled()
@@ -113,6 +123,8 @@ class CpuStream:
         self.wait_event(event)
 
     def synchronize(self) -> None:
+        if self.on_stream_thread():
+            return
         event = CpuEvent()
         event.record(self)
         event.synchronize()

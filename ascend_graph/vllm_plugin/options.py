@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-ALLOWED = {"mode": ("sync",), "debug": (True, False)}
+ALLOWED = {"mode": ("sync", "forward-async"), "debug": (True, False)}
 
 
 def parse_additional_config(additional_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """`{"ascend_graph": {...}}` -> its options with defaults; unknown keys or values raise a ValueError naming
-    the allowed ones. forward-async inside vLLM is not implemented yet, so only mode "sync" is accepted."""
+    the allowed ones. mode "sync": the graphs replay in vLLM's own step order; "forward-async": the host prepares
+    step N+1 while step N runs (vLLM's async scheduling plus double-buffered static inputs, model_runner.py)."""
     section = dict((additional_config or {}).get("ascend_graph") or {})
     unknown = sorted(set(section) - set(ALLOWED))
     if unknown:

@@ -38,7 +38,7 @@ class AscendGraphCpuPlatform(CpuPlatform):
         # vllm.config imports vllm.platforms.current_platform: importing it at module level would be circular.
         from vllm.config import CompilationMode, CUDAGraphMode
 
-        parse_additional_config(vllm_config.additional_config)  # unknown keys or values raise here
+        options = parse_additional_config(vllm_config.additional_config)  # unknown keys or values raise here
         compilation = vllm_config.compilation_config
         model_config = vllm_config.model_config
         eager = (model_config is not None and model_config.enforce_eager) or (
@@ -59,4 +59,37 @@ class AscendGraphCpuPlatform(CpuPlatform):
         compilation.cudagraph_mode = CUDAGraphMode.PIECEWISE
         compilation.cudagraph_capture_sizes = sorted(sizes)
         compilation.max_cudagraph_capture_size = max(sizes)
-        logger.info("ascend_graph: graph mode on, PIECEWISE, capture sizes %s", sorted(sizes))
+        parallel = vllm_config.parallel_config
+        if parallel.worker_cls in ("auto", CPU_WORKER):
+            parallel.worker_cls = WORKER
+        elif parallel.worker_cls != WORKER:
+            raise ValueError(
+                f"ascend_graph graph mode runs its own worker ({WORKER}); worker_cls={parallel.worker_cls!r} "
+                "cannot be combined with it: leave worker_cls unset, or run eager (enforce_eager=True)"
+            )
+        if options["mode"] == "forward-async":
+            check_forward_async_supported(vllm_config)
+            vllm_config.scheduler_config.async_scheduling = True
+        logger.info(
+            "ascend_graph: graph mode on (%s), PIECEWISE, capture sizes %s", options["mode"], sorted(sizes)
+        )
+
+
+CPU_WORKER = "vllm.v1.worker.cpu_worker.CPUWorker"
+WORKER = "ascend_graph.vllm_plugin.worker.AscendGraphCPUWorker"
+
+
+def check_forward_async_supported(vllm_config: Any) -> None:
+    """Refuse, naming the setting, the combinations forward-async does not support yet."""
+    problems = []
+    if vllm_config.speculative_config is not None:
+        problems.append("speculative decoding (speculative_config): drop it or use mode 'sync'")
+    if vllm_config.parallel_config.pipeline_parallel_size > 1:
+        problems.append("pipeline parallelism (pipeline_parallel_size > 1): use tensor parallelism or mode 'sync'")
+    model_config = vllm_config.model_config
+    if model_config is not None and model_config.runner_type == "pooling":
+        problems.append("pooling models (runner='pooling'): use mode 'sync'")
+    if vllm_config.lora_config is not None:
+        problems.append("LoRA (enable_lora): use mode 'sync'")
+    if problems:
+        raise ValueError("ascend_graph mode 'forward-async' does not support " + "; ".join(problems))

@@ -3,7 +3,10 @@
 vLLM constructs one wrapper around each piece between attention ops and calls it inside a forward context that
 names the runtime mode and the (padded) batch descriptor. The wrapper captures on the first call of a descriptor
 and replays afterwards; outside graph mode it calls the piece directly. Like vLLM's CUDAGraphWrapper it owns no
-buffers: vLLM keeps inputs at stable addresses; an input found at another address is copied into the captured one.
+input buffers and copies nothing in: a graph is kept per (batch descriptor, input addresses). vLLM's own path
+keeps its buffers at stable addresses (one graph per descriptor); forward-async feeds two static input sets, so
+each piece gets one graph per (descriptor, set) — copying set B's inputs into set A's addresses would write a
+buffer the host may be filling for the next step (DESIGN.md §5 hazard 3).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from ..counters import bump
 from ..device import get_device
 
 logger = logging.getLogger(__name__)
+
+MAX_ADDRESS_SETS = 4  # forward-async uses 2; more means inputs moved, which vLLM's buffers never do
 
 
 class _Entry:
@@ -50,23 +55,27 @@ class AscendGraphStaticWrapper:
         mode, descriptor = context.cudagraph_runtime_mode, context.batch_descriptor
         if mode == CUDAGraphMode.NONE or mode != self.runtime_mode or descriptor is None:
             return self.runnable(*args, **kwargs)
-        entry = self.entries.get(descriptor)
+        key = (descriptor, tuple(arg.data_ptr() for arg in args if isinstance(arg, torch.Tensor)))
+        entry = self.entries.get(key)
         if entry is None:
-            return self._capture(descriptor, args, kwargs)
-        for captured, value in zip(entry.args, args, strict=True):
-            if isinstance(value, torch.Tensor) and value.data_ptr() != captured.data_ptr():
-                self.device.copy_(captured, value)
+            return self._capture(key, args, kwargs)
         entry.graph.replay()
         bump("replays")
         self.device.current_stream().synchronize()
         outputs = entry.graph.outputs
         return outputs if entry.returns_tuple else outputs[0]
 
-    def _capture(self, descriptor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _capture(self, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        variants = sum(1 for other in self.entries if other[0] == key[0])
+        if variants >= MAX_ADDRESS_SETS:
+            raise RuntimeError(
+                f"ascend_graph: a piece saw {variants + 1} input address sets for {key[0]}; vLLM's input buffers are "
+                f"expected at stable addresses (at most {MAX_ADDRESS_SETS} static sets)"
+            )
         result = self.runnable(*args, **kwargs)  # warm-up, and the piece's output structure
         graph = self.device.capture(lambda *inputs: self.runnable(*inputs, **kwargs), args, self.pool)
-        self.entries[descriptor] = _Entry(graph, args, isinstance(result, tuple))
+        self.entries[key] = _Entry(graph, args, isinstance(result, tuple))
         bump("captures")
-        logger.debug("ascend_graph: captured a piece for %s", descriptor)
+        logger.debug("ascend_graph: captured a piece for %s", key[0])
         outputs = graph.outputs
         return outputs if isinstance(result, tuple) else outputs[0]

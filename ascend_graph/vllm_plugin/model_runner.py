@@ -1,0 +1,414 @@
+"""vLLM's CPU model runner with the ascend_graph device job: graph mode "sync" and "forward-async" inside vLLM.
+
+On the CPU lane the "device" is the CPU stream of `ascend_graph.device.cpu` (an executor thread). Each step's
+device work — the prepared inputs copied into a static input set, the previous step's sampled tokens scattered
+into the input ids, the forward (whose pieces replay their captured graphs inline, one handoff per step), the
+logits, the sampler — is one job on that stream.
+
+- ``sync``: the job runs while the worker's thread waits for it (vLLM's own step structure, one handoff).
+- ``forward-async`` (needs vLLM's async scheduling, which the platform turns on): `execute_model` prepares step
+  N+1 on the host while the job of step N still runs. The host never writes what a running job reads:
+
+  1. vLLM's host prep writes its own persistent buffers (input ids, positions, query start locations, sequence
+     lengths, block tables, slot mappings, padding mask). Everything the job will read from them is copied into
+     one of two static sets (the "host-to-device copy") and the job's tensors are re-pointed at that set; set
+     k is reused only after the event of the job that last read it has fired (DESIGN.md §5 hazards 1 and 3).
+  2. Sampled tokens stay on the device: the job writes them into a static per-set tensor that vLLM's
+     bookkeeping keeps as `prev_sampled_token_ids`; the next job scatters them into its input ids (hazard 4).
+     The host reads them only in `get_output()`, after the job's event, from a copy made by the job.
+  3. Ordering is by the stream (FIFO) and events, never by a device-wide wait (hazard 5). KV-cache block
+     zeroing that vLLM does during host prep is queued on the stream instead of run at once.
+  4. The sampling metadata the job uses is a snapshot taken at launch: the host rewrites vLLM's copy for N+1.
+
+  A step that needs host-side state the job cannot snapshot safely (logprobs, prompt logprobs, penalties,
+  min-p/min-tokens/logit-bias/bad-words/allowed-tokens, structured output, per-request seeds, KV block copies)
+  runs as a sync step: the stream is drained and vLLM's own path runs. Such steps are counted
+  (`vllm_sync_steps`) and their reason is logged once. Speculative decoding, pipeline parallelism and pooling
+  models are refused by the platform with the setting to change.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from vllm.forward_context import set_forward_context
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, AsyncModelRunnerOutput, ModelRunnerOutput, SamplerOutput
+from vllm.v1.utils import CpuGpuBuffer
+from vllm.v1.worker.cpu_model_runner import CPUModelRunner
+from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+from ..counters import bump
+from ..device.cpu import CPU_DEVICE, CpuEvent
+
+logger = logging.getLogger(__name__)
+
+MODES = ("sync", "forward-async")
+
+
+def host_state_reason(sampling_params: Any) -> str | None:
+    """Why a request's sampling needs host state that a forward-async job cannot snapshot, or None."""
+    if sampling_params is None:
+        return "a request without sampling parameters (pooling)"
+    checks = (
+        ("logprobs", sampling_params.logprobs is not None),
+        ("prompt_logprobs", sampling_params.prompt_logprobs is not None),
+        ("presence_penalty", bool(sampling_params.presence_penalty)),
+        ("frequency_penalty", bool(sampling_params.frequency_penalty)),
+        ("repetition_penalty", sampling_params.repetition_penalty != 1.0),
+        ("min_p", bool(sampling_params.min_p)),
+        ("min_tokens", bool(sampling_params.min_tokens)),
+        ("logit_bias", bool(sampling_params.logit_bias)),
+        ("bad_words", bool(sampling_params.bad_words)),
+        ("allowed_token_ids", bool(sampling_params.allowed_token_ids)),
+        ("structured_outputs", sampling_params.structured_outputs is not None),
+        ("seed", sampling_params.seed is not None),
+    )
+    names = [name for name, used in checks if used]
+    return f"sampling parameter(s) {names}" if names else None
+
+
+@dataclasses.dataclass
+class _Slot:
+    """One static input set: device copies of vLLM's buffers, the sampled-token tensor, the guard event."""
+
+    copies: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+    ready: CpuEvent = dataclasses.field(default_factory=CpuEvent)
+    sampled: torch.Tensor | None = None
+
+
+class _Staging:
+    """Copies the parts of vLLM's persistent buffers a job reads into a slot and re-points the job's tensors."""
+
+    def __init__(self, buffers: dict[int, torch.Tensor], slot: _Slot) -> None:
+        self.buffers, self.slot = buffers, slot
+        self.staged: set[int] = set()
+        self.memo: dict[int, Any] = {}  # one re-pointed copy per object (metadata shared by many layers)
+
+    def tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        key = tensor.untyped_storage().data_ptr()
+        base = self.buffers.get(key)
+        if base is None:
+            return tensor  # allocated for this step only: nobody rewrites it
+        if base.dtype != tensor.dtype:
+            raise RuntimeError(f"ascend_graph: a {tensor.dtype} view of a {base.dtype} vLLM buffer cannot be staged")
+        target = self.slot.copies.get(key)
+        if target is None or target.shape != base.shape:
+            target = self.slot.copies[key] = torch.empty_like(base)
+        if key not in self.staged:
+            target.copy_(base)
+            self.staged.add(key)
+        offset = tensor.storage_offset() - base.storage_offset()
+        return target.as_strided(tensor.size(), tensor.stride(), target.storage_offset() + offset)
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return self.tensor(value)
+        if isinstance(value, dict):
+            return {key: self(item) for key, item in value.items()}
+        if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
+            return type(value)(self(item) for item in value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if id(value) in self.memo:
+                return self.memo[id(value)]
+            changed = {}
+            for field in dataclasses.fields(value):
+                item = getattr(value, field.name, None)
+                new = self(item)
+                if new is not item:
+                    changed[field.name] = new
+            clone = value
+            if changed:
+                clone = copy.copy(value)
+                for name, new in changed.items():
+                    object.__setattr__(clone, name, new)
+            self.memo[id(value)] = clone
+            return clone
+        return value
+
+
+@dataclasses.dataclass
+class _Launched:
+    scheduler_output: Any
+    sampled: torch.Tensor
+    holder: dict[str, Any]
+    done: CpuEvent
+
+
+class AscendGraphAsyncOutput(AsyncModelRunnerOutput):
+    """The output of a forward-async step: tokens are read from the job's host copy after its event."""
+
+    def __init__(self, output: ModelRunnerOutput, launched: _Launched, invalid_req_indices: list[int]) -> None:
+        self._output, self._launched, self._invalid = output, launched, invalid_req_indices
+
+    def get_output(self) -> ModelRunnerOutput:
+        self._launched.done.synchronize()
+        holder = self._launched.holder
+        if "error" in holder:
+            raise RuntimeError(f"ascend_graph: the forward-async device job failed: {holder['error']!r}") from holder[
+                "error"
+            ]
+        tokens: list[list[int]] = holder["tokens"].tolist()
+        for index in self._invalid:
+            tokens[index].clear()
+        self._output.sampled_token_ids = tokens
+        return self._output
+
+
+class AscendGraphCPUModelRunner(CPUModelRunner):
+    """Built by `AscendGraphCPUWorker` (re-classed from vLLM's CPUModelRunner, then `setup_ascend_graph`)."""
+
+    def setup_ascend_graph(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"ascend_graph mode {mode!r} is not allowed; allowed values are {MODES}")
+        if mode == "forward-async" and not self.use_async_scheduling:
+            raise ValueError("ascend_graph mode 'forward-async' needs vLLM's async scheduling (the platform sets it)")
+        self.ag_mode = mode
+        self.ag_stream = CPU_DEVICE.default_stream()
+        self.ag_slots = (_Slot(), _Slot())
+        self.ag_step = 0
+        self.ag_launched: _Launched | None = None
+        self.ag_async_step = False
+        self.ag_pending_scatter: tuple[np.ndarray, np.ndarray] | None = None
+        self.ag_reasons_logged: set[str] = set()
+        self.ag_buffers: dict[int, torch.Tensor] = {}
+        self.ag_buffers_of: int | None = None
+
+    # -- the device stream -------------------------------------------------------------------------------------
+
+    def _on_stream(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` as one job on the CPU stream and wait for it (a sync step's one handoff)."""
+        holder: dict[str, Any] = {}
+
+        def job() -> None:
+            try:
+                holder["value"] = fn()
+            except BaseException as error:  # noqa: BLE001 - re-raised on the host below
+                holder["error"] = error
+
+        self.ag_stream.submit(job)
+        self.ag_stream.synchronize()
+        if "error" in holder:
+            raise holder["error"]
+        return holder["value"]
+
+    def _model_forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._on_stream(lambda: GPUModelRunner._model_forward(self, *args, **kwargs))
+
+    def _zero_block_ids(self, block_ids: list[int]) -> None:
+        if self.ag_mode == "forward-async":  # a running job may still read those blocks: order it on the stream
+            ids = list(block_ids)
+            self.ag_stream.submit(lambda: CPUModelRunner._zero_block_ids(self, ids))
+        else:
+            super()._zero_block_ids(block_ids)
+
+    # -- forward-async ------------------------------------------------------------------------------------------
+
+    def _registered_buffers(self) -> dict[int, torch.Tensor]:
+        """vLLM's persistent per-step tensors (runner and persistent batch), by storage address."""
+        if self.ag_buffers_of == id(self.input_batch):
+            return self.ag_buffers
+        found: dict[int, torch.Tensor] = {}
+        owners = [self, self.input_batch, *self.input_batch.block_table.block_tables]
+        for owner in owners:
+            for value in vars(owner).values():
+                tensor = value.gpu if isinstance(value, CpuGpuBuffer) else value
+                if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
+                    found.setdefault(tensor.untyped_storage().data_ptr(), tensor)
+        self.ag_buffers, self.ag_buffers_of = found, id(self.input_batch)
+        return found
+
+    def _sync_step_reason(self, scheduler_output: Any) -> str | None:
+        if scheduler_output.kv_cache_block_copies:
+            return "KV cache block copies"
+        if getattr(scheduler_output, "has_structured_output_requests", False):
+            return "structured output"
+        new = {request.req_id: request for request in scheduler_output.scheduled_new_reqs}
+        for req_id in scheduler_output.num_scheduled_tokens:
+            request = new.get(req_id) or self.requests.get(req_id)
+            reason = host_state_reason(getattr(request, "sampling_params", None))
+            if reason:
+                return reason
+        return None
+
+    def drain(self) -> None:
+        """Wait until every job on the stream has run (before a sync step)."""
+        self.ag_stream.synchronize()
+
+    def execute_model(self, scheduler_output: Any, intermediate_tensors: Any = None) -> Any:
+        if self.ag_mode != "forward-async":
+            return super().execute_model(scheduler_output, intermediate_tensors)
+        reason = self._sync_step_reason(scheduler_output)
+        self.ag_async_step = reason is None
+        if not self.ag_async_step:
+            if reason not in self.ag_reasons_logged:
+                self.ag_reasons_logged.add(reason)
+                logger.warning("ascend_graph forward-async: a step runs sync because of %s", reason)
+            bump("vllm_sync_steps")
+            self.drain()
+            return super().execute_model(scheduler_output, intermediate_tensors)
+        return self._launch(scheduler_output)
+
+    def _prepare_input_ids(
+        self, scheduler_output: Any, num_reqs: int, total_num_scheduled_tokens: int, cu_num_tokens: np.ndarray
+    ) -> None:
+        if not self.ag_async_step:
+            return super()._prepare_input_ids(scheduler_output, num_reqs, total_num_scheduled_tokens, cu_num_tokens)
+        # The input ids of requests continuing from the previous step are that step's sampled tokens, which
+        # exist only on the device (or not yet): record where they go; the job scatters them.
+        self.ag_pending_scatter = None
+        if self.input_batch.prev_sampled_token_ids is None:
+            return None
+        previous = self.prev_positions.np[:num_reqs]
+        rows = np.nonzero(previous >= 0)[0]
+        if rows.size:
+            self.ag_pending_scatter = (cu_num_tokens[rows].astype(np.int64) - 1, previous[rows].astype(np.int64))
+        return None
+
+    def _launch(self, scheduler_output: Any) -> None:
+        if self.execute_model_state is not None or self.ag_launched is not None:
+            raise RuntimeError("State error: sample_tokens() must be called after execute_model() returns None.")
+        slot = self.ag_slots[self.ag_step % 2]
+        slot.ready.synchronize()  # the job that last read this set (two steps ago) has finished
+        deferred_corrections = self._update_states(scheduler_output)
+        total = scheduler_output.total_num_scheduled_tokens
+        if not total:
+            return EMPTY_MODEL_RUNNER_OUTPUT
+        num_reqs = self.input_batch.num_reqs
+        scheduled = np.array(
+            [scheduler_output.num_scheduled_tokens[i] for i in self.input_batch.req_ids], dtype=np.int32
+        )
+        max_query = int(scheduled.max())
+        logits_indices, _, max_sampled = self._prepare_inputs(scheduler_output, scheduled)
+        cudagraph_mode, batch_desc, _, across_dp, _ = self._determine_batch_execution_and_padding(
+            num_tokens=total,
+            num_reqs=num_reqs,
+            num_scheduled_tokens_np=scheduled,
+            max_num_scheduled_tokens=max_query,
+            allow_microbatching=False,
+        )
+        padded = batch_desc.num_tokens
+        # Backends that write the KV cache outside forward() take slot mappings of the padded size (as vLLM).
+        separate_kv_update = not all(
+            group.backend.forward_includes_kv_cache_update for groups in self.attn_groups for group in groups
+        )
+        by_group, slot_mappings = self._get_slot_mappings(
+            num_tokens_padded=padded if separate_kv_update else total,
+            num_reqs_padded=num_reqs,
+            num_tokens_unpadded=total,
+        )
+        attn_metadata, _ = self._build_attention_metadata(
+            num_tokens=total,
+            num_reqs=num_reqs,
+            max_query_len=max_query,
+            logits_indices=logits_indices,
+            max_num_sampled_tokens=max_sampled,
+            num_scheduled_tokens=scheduler_output.num_scheduled_tokens,
+            slot_mappings=by_group,
+        )
+        input_ids, inputs_embeds, positions, _, model_kwargs, _ = self._preprocess(scheduler_output, padded, None)
+        is_padding = self._prepare_padding_mask(total, padded)
+
+        # The host-to-device copy: everything the job reads from vLLM's buffers goes into this slot's set.
+        stage = _Staging(self._registered_buffers(), slot)
+        staged_ids = stage(self.input_ids.gpu)
+        # Rows past the batch (padding up to the capture size) keep whatever the host buffer held there, which
+        # can be the -1 placeholder of a token that only ever existed on the device: give them a valid id.
+        staged_ids[total:padded].zero_()
+        job_inputs = stage(
+            (input_ids, inputs_embeds, positions, model_kwargs, attn_metadata, slot_mappings, logits_indices, is_padding)
+        )
+        (input_ids, inputs_embeds, positions, model_kwargs, attn_metadata, slot_mappings, logits_indices) = job_inputs[
+            :7
+        ]
+        is_padding = job_inputs[7]
+        scatter = self.ag_pending_scatter
+        self.ag_pending_scatter = None
+        prev_tokens = self.input_batch.prev_sampled_token_ids
+        metadata = self._snapshot_sampling_metadata()
+        if slot.sampled is None or slot.sampled.shape[0] < num_reqs:
+            slot.sampled = torch.zeros((max(num_reqs, self.max_num_reqs), 1), dtype=torch.int64)
+        sampled = slot.sampled[:num_reqs]
+        holder: dict[str, Any] = {}
+        vllm_config = self.vllm_config
+
+        def job() -> None:
+            try:
+                if scatter is not None:
+                    destination, source = (torch.from_numpy(index) for index in scatter)
+                    staged_ids[destination] = prev_tokens[source, 0].to(staged_ids.dtype)
+                with set_forward_context(
+                    attn_metadata,
+                    vllm_config,
+                    num_tokens=padded,
+                    num_tokens_across_dp=across_dp,
+                    cudagraph_runtime_mode=cudagraph_mode,
+                    batch_descriptor=batch_desc,
+                    slot_mapping=slot_mappings,
+                    is_padding=is_padding,
+                ):
+                    hidden = GPUModelRunner._model_forward(
+                        self, input_ids=input_ids, positions=positions, inputs_embeds=inputs_embeds, **model_kwargs
+                    )
+                logits = self.model.compute_logits(hidden[logits_indices])
+                output = self.sampler(logits=logits, sampling_metadata=metadata)
+                sampled.copy_(output.sampled_token_ids)
+                holder["tokens"] = output.sampled_token_ids.clone()  # the host copy, read late
+            except BaseException as error:  # noqa: BLE001 - raised by get_output() on the host
+                holder["error"] = error
+
+        self.ag_stream.submit(job)
+        slot.ready.record(self.ag_stream)
+        self.ag_launched = _Launched(scheduler_output, sampled, holder, slot.ready)
+        self.ag_step += 1
+        bump("vllm_async_steps")
+        if deferred_corrections:
+            deferred_corrections()
+        return None
+
+    def _snapshot_sampling_metadata(self) -> Any:
+        metadata = self.input_batch.sampling_metadata
+        changes = {
+            field.name: getattr(metadata, field.name).clone()
+            for field in dataclasses.fields(metadata)
+            if isinstance(getattr(metadata, field.name), torch.Tensor)
+        }
+        return dataclasses.replace(metadata, **changes)
+
+    def sample_tokens(self, grammar_output: Any) -> Any:
+        launched, self.ag_launched = self.ag_launched, None
+        if launched is None:
+            if self.ag_mode == "forward-async" and self.execute_model_state is not None:
+                # A sync step inside forward-async: vLLM's own sampling, tokens read at once.
+                self.use_async_scheduling = False
+                try:
+                    return super().sample_tokens(grammar_output)
+                finally:
+                    self.use_async_scheduling = True
+            return super().sample_tokens(grammar_output)
+        if grammar_output is not None:
+            raise RuntimeError("ascend_graph forward-async: a grammar bitmask reached an async step")
+        self.input_batch.prev_sampled_token_ids = None
+        promise = SamplerOutput(sampled_token_ids=launched.sampled, logprobs_tensors=None)
+        (_, _, _, _, prompt_logprobs, req_ids, req_id_to_index, invalid) = self._bookkeeping_sync(
+            launched.scheduler_output,
+            promise,
+            None,
+            torch.empty(0),  # no prompt logprobs on async steps: the hidden states are not needed here
+            launched.scheduler_output.total_num_scheduled_tokens,
+        )
+        kv_connector_output, self.kv_connector_output = self.kv_connector_output, None
+        output = ModelRunnerOutput(
+            req_ids=req_ids,
+            req_id_to_index=req_id_to_index,
+            sampled_token_ids=[],
+            logprobs=None,
+            prompt_logprobs_dict=prompt_logprobs,
+            kv_connector_output=kv_connector_output,
+        )
+        return AscendGraphAsyncOutput(output, launched, invalid)

@@ -1,0 +1,20 @@
+"""vLLM's CPU worker with the ascend_graph model runner (graph mode "sync" or "forward-async")."""
+
+from __future__ import annotations
+
+from vllm.v1.worker.cpu_worker import CPUWorker
+
+from .model_runner import AscendGraphCPUModelRunner
+from .options import parse_additional_config
+
+
+class AscendGraphCPUWorker(CPUWorker):
+    def init_device(self) -> None:
+        super().init_device()
+        if getattr(self, "use_v2_model_runner", False):
+            raise ValueError("ascend_graph needs vLLM's V1 model runner on CPU; unset VLLM_USE_V2_MODEL_RUNNER")
+        # vLLM builds its CPUModelRunner here; ours extends it with the device job and forward-async, so the
+        # object is re-classed rather than rebuilt (its construction stays vLLM's own).
+        self.model_runner.__class__ = AscendGraphCPUModelRunner
+        options = parse_additional_config(self.vllm_config.additional_config)
+        self.model_runner.setup_ascend_graph(options["mode"])
