@@ -25,6 +25,10 @@ logits, the sampler — is one job on that stream.
   runs as a sync step: the stream is drained and vLLM's own path runs. Such steps are counted
   (`vllm_sync_steps`) and their reason is logged once. Speculative decoding, pipeline parallelism and pooling
   models are refused by the platform with the setting to change.
+
+Two environment knobs exist for the stress test only: `ASCEND_GRAPH_STRESS_DELAY_MS` (each job first sleeps a
+random 0..value ms, so the host runs far ahead) and `ASCEND_GRAPH_UNSAFE_NO_STAGING=1` (the broken variant: jobs
+read vLLM's live buffers, which the host rewrites for the next step; it exists to show that the test can fail).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -85,8 +92,8 @@ class _Slot:
 class _Staging:
     """Copies the parts of vLLM's persistent buffers a job reads into a slot and re-points the job's tensors."""
 
-    def __init__(self, buffers: dict[int, torch.Tensor], slot: _Slot) -> None:
-        self.buffers, self.slot = buffers, slot
+    def __init__(self, buffers: dict[int, torch.Tensor], slot: _Slot, unsafe: bool = False) -> None:
+        self.buffers, self.slot = ({} if unsafe else buffers), slot
         self.staged: set[int] = set()
         self.memo: dict[int, Any] = {}  # one re-pointed copy per object (metadata shared by many layers)
 
@@ -178,6 +185,11 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         self.ag_reasons_logged: set[str] = set()
         self.ag_buffers: dict[int, torch.Tensor] = {}
         self.ag_buffers_of: int | None = None
+        self.ag_delay_s = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0) / 1e3
+        self.ag_unsafe = os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1"
+        self.ag_random = random.Random(0)
+        if self.ag_unsafe:
+            logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, forward-async reads live buffers (broken)")
 
     # -- the device stream -------------------------------------------------------------------------------------
 
@@ -315,18 +327,30 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         is_padding = self._prepare_padding_mask(total, padded)
 
         # The host-to-device copy: everything the job reads from vLLM's buffers goes into this slot's set.
-        stage = _Staging(self._registered_buffers(), slot)
+        stage = _Staging(self._registered_buffers(), slot, unsafe=self.ag_unsafe)
         staged_ids = stage(self.input_ids.gpu)
         # Rows past the batch (padding up to the capture size) keep whatever the host buffer held there, which
         # can be the -1 placeholder of a token that only ever existed on the device: give them a valid id.
         staged_ids[total:padded].zero_()
-        job_inputs = stage(
-            (input_ids, inputs_embeds, positions, model_kwargs, attn_metadata, slot_mappings, logits_indices, is_padding)
+        staged = stage(
+            {
+                "input_ids": input_ids,
+                "inputs_embeds": inputs_embeds,
+                "positions": positions,
+                "model_kwargs": model_kwargs,
+                "attn_metadata": attn_metadata,
+                "slot_mappings": slot_mappings,
+                "logits_indices": logits_indices,
+                "is_padding": is_padding,
+            }
         )
-        (input_ids, inputs_embeds, positions, model_kwargs, attn_metadata, slot_mappings, logits_indices) = job_inputs[
-            :7
-        ]
-        is_padding = job_inputs[7]
+        input_ids, inputs_embeds, positions = staged["input_ids"], staged["inputs_embeds"], staged["positions"]
+        model_kwargs, attn_metadata, slot_mappings = (
+            staged["model_kwargs"],
+            staged["attn_metadata"],
+            staged["slot_mappings"],
+        )
+        logits_indices, is_padding = staged["logits_indices"], staged["is_padding"]
         scatter = self.ag_pending_scatter
         self.ag_pending_scatter = None
         prev_tokens = self.input_batch.prev_sampled_token_ids
@@ -336,9 +360,12 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         sampled = slot.sampled[:num_reqs]
         holder: dict[str, Any] = {}
         vllm_config = self.vllm_config
+        delay = self.ag_random.uniform(0, self.ag_delay_s) if self.ag_delay_s else 0.0
 
         def job() -> None:
             try:
+                if delay:
+                    time.sleep(delay)
                 if scatter is not None:
                     destination, source = (torch.from_numpy(index) for index in scatter)
                     staged_ids[destination] = prev_tokens[source, 0].to(staged_ids.dtype)

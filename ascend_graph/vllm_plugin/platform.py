@@ -70,9 +70,7 @@ class AscendGraphCpuPlatform(CpuPlatform):
         if options["mode"] == "forward-async":
             check_forward_async_supported(vllm_config)
             vllm_config.scheduler_config.async_scheduling = True
-        logger.info(
-            "ascend_graph: graph mode on (%s), PIECEWISE, capture sizes %s", options["mode"], sorted(sizes)
-        )
+        logger.info("ascend_graph: graph mode on (%s), PIECEWISE, capture sizes %s", options["mode"], sorted(sizes))
 
 
 CPU_WORKER = "vllm.v1.worker.cpu_worker.CPUWorker"

@@ -39,13 +39,22 @@ PROMPTS = [
 MAX_TOKENS = [32 + 3 * i for i in range(len(PROMPTS))]
 
 
-def _generate(model_dir: Path, **engine_args: object) -> tuple[list[list[int]], dict[str, int], str]:
+GRAPH = {"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}
+
+
+def _generate(
+    model_dir: Path, logprobs_first: bool = False, **engine_args: object
+) -> tuple[list[list[int]], dict, str]:
+    """Greedy tokens of every prompt, the worker's counters and platform. `logprobs_first`: the first request asks
+    for logprobs (which forward-async serves with sync steps while that request runs)."""
     from vllm import LLM, SamplingParams
 
     from ascend_graph.vllm_plugin import worker_counters, worker_platform
 
     llm = LLM(model=str(model_dir), max_model_len=256, dtype="float32", seed=0, **engine_args)
     params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in MAX_TOKENS]
+    if logprobs_first:
+        params[0] = SamplingParams(max_tokens=MAX_TOKENS[0], temperature=0, ignore_eos=True, logprobs=1)
     outputs = llm.generate(PROMPTS, params)
     (counts,) = llm.collective_rpc(worker_counters)
     (platform,) = llm.collective_rpc(worker_platform)
@@ -55,30 +64,78 @@ def _generate(model_dir: Path, **engine_args: object) -> tuple[list[list[int]], 
     return tokens, counts, platform
 
 
-@pytest.mark.slow
-def test_llm_graph_mode_equals_eager_and_graphs_ran_in_the_worker(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ascend_graph.models.tiny_hf import build_tiny_model_dir
 
-    model_dir = build_tiny_model_dir(tmp_path / "tiny-qwen3")
-    eager, eager_counts, platform = _generate(model_dir, enforce_eager=True)
-    graph, graph_counts, _ = _generate(
-        model_dir,
-        compilation_config={"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]},
-        additional_config={"ascend_graph": {"mode": "sync"}},
+    return build_tiny_model_dir(tmp_path_factory.mktemp("vllm") / "tiny-qwen3")
+
+
+@pytest.fixture(scope="module")
+def eager(model_dir: Path) -> list[list[int]]:
+    tokens, counts, platform = _generate(model_dir, enforce_eager=True)
+    assert platform == "AscendGraphCpuPlatform"
+    assert counts["captures"] == 0 and counts["replays"] == 0
+    assert [len(t) for t in tokens] == MAX_TOKENS
+    return tokens
+
+
+@pytest.mark.slow
+def test_llm_graph_sync_equals_eager_and_graphs_ran_in_the_worker(model_dir: Path, eager: list[list[int]]) -> None:
+    graph, counts, platform = _generate(
+        model_dir, compilation_config=GRAPH, additional_config={"ascend_graph": {"mode": "sync"}}
     )
     assert platform == "AscendGraphCpuPlatform"
-    assert [len(t) for t in graph] == MAX_TOKENS
     assert graph == eager
-    assert eager_counts["captures"] == 0 and eager_counts["replays"] == 0
-    assert graph_counts["compiles"] > 0 and graph_counts["captures"] > 0, graph_counts
-    assert graph_counts["replays"] > sum(MAX_TOKENS) // max(1, len(PROMPTS)), graph_counts
+    assert counts["compiles"] > 0 and counts["captures"] > 0, counts
+    assert counts["replays"] > sum(MAX_TOKENS) // max(1, len(PROMPTS)), counts
+    assert counts.get("vllm_async_steps", 0) == 0, counts
 
 
-def test_unknown_ascend_graph_option_names_the_allowed() -> None:
+@pytest.mark.slow
+def test_llm_forward_async_equals_eager_with_sync_steps_for_logprobs(model_dir: Path, eager: list[list[int]]) -> None:
+    tokens, counts, platform = _generate(
+        model_dir,
+        logprobs_first=True,
+        compilation_config=GRAPH,
+        additional_config={"ascend_graph": {"mode": "forward-async"}},
+    )
+    assert platform == "AscendGraphCpuPlatform"
+    assert tokens == eager
+    # Graphs replayed inside the worker, most steps were launched ahead of the host (forward-async), and the
+    # steps that carried the logprobs request ran sync (vLLM's own sampling path), as documented.
+    assert counts["captures"] > 0 and counts["replays"] > 0, counts
+    assert counts["vllm_async_steps"] > 20, counts
+    assert counts["vllm_sync_steps"] >= MAX_TOKENS[0] - 1, counts
+
+
+@pytest.mark.slow
+def test_forward_async_stress_random_device_delays_and_broken_staging_fails(
+    model_dir: Path, eager: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every device job sleeps a random 0-4 ms, so the host prepares the next step while the job still waits to
+    read its inputs. With staging, tokens equal eager; without it (the job reads vLLM's live buffers) they do not,
+    or the run fails: the test can fail."""
+    engine = {"compilation_config": GRAPH, "additional_config": {"ascend_graph": {"mode": "forward-async"}}}
+    monkeypatch.setenv("ASCEND_GRAPH_STRESS_DELAY_MS", "4")
+    tokens, counts, _ = _generate(model_dir, **engine)
+    assert tokens == eager
+    assert counts["vllm_async_steps"] > 40, counts
+
+    monkeypatch.setenv("ASCEND_GRAPH_UNSAFE_NO_STAGING", "1")
+    try:
+        broken, _, _ = _generate(model_dir, **engine)
+    except Exception as error:  # the broken protocol may also crash the engine (a -1 placeholder id read)
+        broken = repr(error)
+    assert broken != eager
+
+
+def test_ascend_graph_options_name_the_allowed() -> None:
     from ascend_graph.vllm_plugin.options import parse_additional_config
 
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['modes'\]; allowed keys are \['debug', 'mode'\]"):
         parse_additional_config({"ascend_graph": {"modes": "sync"}})
-    with pytest.raises(ValueError, match=r"mode='forward-async' is not allowed; allowed values are \('sync',\)"):
-        parse_additional_config({"ascend_graph": {"mode": "forward-async"}})
+    with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
+        parse_additional_config({"ascend_graph": {"mode": "fast"}})
     assert parse_additional_config(None) == {"mode": "sync", "debug": False}
+    assert parse_additional_config({"ascend_graph": {"mode": "forward-async"}})["mode"] == "forward-async"
