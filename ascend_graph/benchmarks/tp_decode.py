@@ -11,8 +11,8 @@ seeded continuous-batching workload (runner/harness.py). Parts, in order:
 1. tokens (float32): per batch size, TP=1 eager on each rank's own device is the reference; TP=W captured by the
    runner in sync mode, in forward-async mode with random host and device delays drawn differently on each rank,
    and TP=W eager must sample exactly its tokens, on every rank, in the same number of steps.
-2. logits of one fixed step: float32 max |TP=W - TP=1| within `FLOAT32_LOGITS_ATOL`; bfloat16 (with --bench)
-   max |TP=W - TP=1| no larger than bf16 rounding's own max |TP=1 bf16 - TP=1 float32|.
+2. logits of one fixed step: float32 max |TP=W - TP=1| within `FLOAT32_LOGITS_RTOL` of max |logits|; bfloat16
+   (with --bench-dtype) max |TP=W - TP=1| within twice bf16's own max |TP=1 bf16 - TP=1 float32|.
 3. a model with fewer layers: TP=W through torch.compile(backend="ascend_graph") (its own captures, driven by the
    runner in eager mode) gives TP=1's tokens; the variant without all-reduce must not.
 4. step time (with --bench-dtype): per batch, TP=1 and TP=W, eager sync, graph sync, graph forward-async.
@@ -41,7 +41,11 @@ from ..runner.harness import paged_step
 from .decode_step import environment
 from .tp_session import Run, Session, SessionOptions, WorkloadSpec
 
-FLOAT32_LOGITS_ATOL = 1e-4  # logits are O(1) (std ~ 0.02 * sqrt(hidden)); float32 reordering errors are ~1e-6
+# float32 logits TP=W vs TP=1: the summation order differs (partial sums, then all-reduce), so errors of ~1e-6
+# relative are expected (tiny shape on the CPU: 2.5e-7 of max 0.53). A missing or wrong shard gives O(1).
+FLOAT32_LOGITS_RTOL = 1e-4  # of max |logits|
+# bfloat16: TP=W vs TP=1 may differ by at most this many times what bf16 itself changes (TP=1 bf16 vs float32).
+BFLOAT16_ROUNDING_FACTOR = 2.0
 
 PRESETS = {
     # The CPU lane (2 cores): tiny shape, gloo.
@@ -174,21 +178,18 @@ def part_bench(session: Session, world: int) -> list[Run]:
 
 def logits_checks(session: Session) -> dict[str, Any]:
     logits = session.logits
-    checks: dict[str, Any] = {}
+    largest = logits["float32_tp1"].abs().max().item()
     fp32 = (logits["float32_tpw"] - logits["float32_tp1"]).abs().max().item()
-    checks["float32"] = {
-        "max_abs_diff": fp32,
-        "atol": FLOAT32_LOGITS_ATOL,
-        "max_abs": logits["float32_tp1"].abs().max().item(),
-    }
-    if fp32 > FLOAT32_LOGITS_ATOL:
-        session.fail(f"float32 logits TP=W vs TP=1 differ by {fp32:.3g} > {FLOAT32_LOGITS_ATOL}")
+    atol = FLOAT32_LOGITS_RTOL * largest
+    checks: dict[str, Any] = {"float32": {"max_abs_diff": fp32, "atol": atol, "max_abs": largest}}
+    if fp32 > atol:
+        session.fail(f"float32 logits TP=W vs TP=1 differ by {fp32:.3g} > {atol:.3g} ({FLOAT32_LOGITS_RTOL} of max)")
     name = session.options.bench_dtype
     if name is not None and f"{name}_tpw" in logits:
         tp_diff = (logits[f"{name}_tpw"] - logits[f"{name}_tp1"]).abs().max().item()
         rounding = (logits[f"{name}_tp1"] - logits["float32_tp1"]).abs().max().item()
         checks[name] = {"max_abs_diff_tpw_vs_tp1": tp_diff, "max_abs_diff_tp1_vs_float32": rounding}
-        if tp_diff > rounding:
+        if tp_diff > BFLOAT16_ROUNDING_FACTOR * rounding:
             session.fail(
                 f"{name} logits TP=W vs TP=1 differ by {tp_diff:.3g}, more than {name} rounding ({rounding:.3g})"
             )
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if not result["ok"]:
         print("FAILED:\n  " + "\n  ".join(result["failures"]), file=sys.stderr, flush=True)
         return 1
-    print(f"tensor-parallel decode: all checks passed ({args.out})", flush=True)
+    print(f"tensor-parallel decode: all checks passed (rank 0 wrote {args.out})", flush=True)
     return 0
 
 
