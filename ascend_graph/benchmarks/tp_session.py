@@ -184,14 +184,16 @@ class Session:
             start = time.perf_counter()
             runner.capture()
             capture_s = time.perf_counter() - start
+            delay_seed = 10_007 * (self.rank + 1) + workload.seed  # a different random stream on each rank
             harness = DecodeHarness(
                 workload,
                 host_delay_s=self.options.host_delay_s if delays else 0.0,
                 device_delay=device_delays(self.options.device_delay_s) if delays else None,
-                delay_seed=10_007 * (self.rank + 1) + workload.seed,  # a different random stream on each rank
+                delay_seed=delay_seed,
             )
             result = harness.run(runner)
             figures = self._figures(result, runner, capture_s, mode, eager, delays, workload)
+            figures["delay_seed"] = delay_seed if delays else None
             del runner
             self.release()
             run = Run(label, result.tokens, figures)
