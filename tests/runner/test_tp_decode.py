@@ -182,3 +182,20 @@ def test_eager_runner_matches_graph_runner() -> None:
             runner.capture()
             tokens.append(DecodeHarness(workload, host_delay_s=0.001).run(runner).tokens)
     assert tokens[0] == tokens[1] and len(tokens[0]) == 10
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (run on the device, nvidia-h200-x2)")
+def test_tp2_on_two_gpus_nccl() -> None:
+    """The same session on two GPUs: NCCL all-reduces inside CUDA graphs, tiny shape, float32 and bfloat16."""
+    options = dataclasses.replace(
+        PRESETS["cpu"],
+        device="cuda",
+        bench=WorkloadSpec(rounds=1, prompt_len=(16, 40), new_tokens=(8, 16), arrivals_per_row=0.0),
+        bench_dtype="bfloat16",
+    )
+    results = spawn(worker, 2, (options, None), timeout_s=300)
+    for result in results:
+        assert result["ok"], result["failures"]
+        assert result["backend"] == "nccl"
+        assert all(run["ranks_agree"] for run in result["tokens"])
