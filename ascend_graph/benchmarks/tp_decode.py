@@ -230,7 +230,8 @@ def worker(options: SessionOptions, out: str | None) -> dict[str, Any]:
     result["failures"] = [f"rank {rank}: {failure}" for rank, items in enumerate(failures) for failure in items]
     result["ok"] = not result["failures"]
     _write(result, session, out)
-    with watchdog.phase("teardown", 60.0):
+    session.release()
+    with watchdog.phase("teardown (destroy_process_group; results already written)", 60.0):
         torch.distributed.barrier(group=context.control)
         torch.distributed.destroy_process_group()
     return result

@@ -8,6 +8,7 @@ the workload alone, never of host timing; `agree()` checks it after every run th
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import statistics
@@ -154,6 +155,9 @@ class Session:
         )
 
     def release(self) -> None:
+        """Free the runs' graphs and memory now: a captured CUDA graph holding NCCL kernels keeps a reference on
+        the communicator, and destroying the process group waits for every such graph to be destroyed."""
+        gc.collect()
         if self.context.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
