@@ -2,7 +2,8 @@
 
 Used by `tp_decode` (the torchrun entry point) and the CPU tests. Every rank runs the same calls in the same order
 with the same seeded workload, so the schedule (which rows, which padded size, how many steps) is a function of
-the workload alone, never of host timing; `agree()` checks it after every run through the gloo control group.
+the workload alone, never of host timing; `Session.decode` checks it after every run by gathering each rank's
+(steps, token digest) through the gloo control group.
 """
 
 from __future__ import annotations
@@ -61,6 +62,19 @@ class SessionOptions:
     bench_dtype: str | None = None  # "bfloat16" / "float32": run the step-time benchmark; None: skip it
     phase_budget_s: float = 120.0  # watchdog budget of one run (build, capture, decode)
     compile_budget_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        allowed = {
+            "shape": tuple(SHAPES),
+            "device": ("cpu", "cuda"),
+            "compile_lowering": (None, "aten", "inductor"),
+            "bench_dtype": (None, "bfloat16", "float32"),
+        }
+        for name, values in allowed.items():
+            if getattr(self, name) not in values:
+                raise ValueError(f"tp session: {name}={getattr(self, name)!r} is not allowed; allowed: {values}")
+        if not self.batches or any(b <= 0 for b in self.batches):
+            raise ValueError(f"tp session: batches={self.batches!r} is not allowed; they must be positive")
 
     def full_shape(self, layers: int | None = None) -> Qwen3Shape:
         shape = SHAPES[self.shape]

@@ -199,3 +199,10 @@ def test_tp2_on_two_gpus_nccl() -> None:
         assert result["ok"], result["failures"]
         assert result["backend"] == "nccl"
         assert all(run["ranks_agree"] for run in result["tokens"])
+
+
+def test_bad_session_options_are_named() -> None:
+    with pytest.raises(ValueError, match="compile_lowering='torchair' is not allowed"):
+        dataclasses.replace(PRESETS["cpu"], compile_lowering="torchair")
+    with pytest.raises(ValueError, match="batches=\\(0,\\) is not allowed"):
+        dataclasses.replace(PRESETS["cpu"], batches=(0,))
