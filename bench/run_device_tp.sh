@@ -20,7 +20,7 @@ export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
   python3 -c "import torch, sys; print(sys.version); print('torch', torch.__version__, 'nccl', torch.cuda.nccl.version(), 'gpus', torch.cuda.device_count())"
 } 2>&1 | tee "$OUT/env.txt"
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  timeout 150 python3 -m pytest -q tests/runner/test_tp_decode.py -m gpu -p no:cacheprovider 2>&1 \
+  timeout 120 python3 -m pytest -q tests/runner/test_tp_decode.py -m gpu -p no:cacheprovider 2>&1 \
     | tee "$OUT/tp_tests.log" | tail -15
 fi
 timeout 360 torchrun --nproc-per-node 2 bench/bench_tp.py --preset gpu --out "$OUT/tp_h200_qwen3-8b.json" "$@" 2>&1 \

@@ -157,16 +157,17 @@ class Session:
     ) -> TPPagedQwen3Decoder:
         spec = max((self.options.check, self.options.bench), key=lambda s: s.max_blocks)
         workload = self.options.workload(spec, max(self.options.batches))
-        return build_tp_paged_decoder(
-            self.options.full_shape(layers if layers is not None else self.options.layers),
-            workload.num_blocks,
-            BLOCK_SIZE,
-            workload.max_blocks_per_seq,
-            self.parallel(world_size, all_reduce),
-            dtype=dtype,
-            device=self.context.device,
-            seed=self.options.seed,
-        )
+        with self.watchdog.phase(f"build tp{world_size} {dtype}", self.options.phase_budget_s):
+            return build_tp_paged_decoder(
+                self.options.full_shape(layers if layers is not None else self.options.layers),
+                workload.num_blocks,
+                BLOCK_SIZE,
+                workload.max_blocks_per_seq,
+                self.parallel(world_size, all_reduce),
+                dtype=dtype,
+                device=self.context.device,
+                seed=self.options.seed,
+            )
 
     def release(self) -> None:
         """Free the runs' graphs and memory now: a captured CUDA graph holding NCCL kernels keeps a reference on
@@ -279,7 +280,8 @@ class Session:
         def tensor(array: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(array, dtype=torch.int64, device=device)
 
-        model.fill_cache(self.options.seed)
-        token_ids = tensor(rng.integers(0, model.shape.vocab, batch))
-        logits = model(token_ids, tensor(positions), tensor(slots), tensor(tables), tensor(positions + 1))
-        return logits.float().cpu()
+        with self.watchdog.phase("fixed-step logits", self.options.phase_budget_s):
+            model.fill_cache(self.options.seed)
+            token_ids = tensor(rng.integers(0, model.shape.vocab, batch))
+            logits = model(token_ids, tensor(positions), tensor(slots), tensor(tables), tensor(positions + 1))
+            return logits.float().cpu()
