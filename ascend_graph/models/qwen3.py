@@ -101,14 +101,18 @@ class Qwen3Layer(nn.Module):
         return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
 
 
+# (shape, layer index) -> layer; the tensor-parallel decoder passes its own (models/qwen3_tp.py)
+LayerFactory = Callable[[Qwen3Shape, int], Qwen3Layer]
+
+
 class _Qwen3Base(nn.Module):
     """Weights, rotary tables and the layer loop shared by the static-cache and the paged decoder."""
 
-    def __init__(self, shape: Qwen3Shape, max_seq: int) -> None:
+    def __init__(self, shape: Qwen3Shape, max_seq: int, layer: LayerFactory = Qwen3Layer) -> None:
         super().__init__()
         self.shape, self.max_seq = shape, max_seq
         self.embed = nn.Embedding(shape.vocab, shape.hidden)
-        self.layers = nn.ModuleList(Qwen3Layer(shape, index) for index in range(shape.layers))
+        self.layers = nn.ModuleList(layer(shape, index) for index in range(shape.layers))
         self.norm = nn.Parameter(torch.ones(shape.hidden))
         self.lm_head = None if shape.tie_embeddings else nn.Linear(shape.hidden, shape.vocab, bias=False)
         inv_freq = 1.0 / (shape.rope_theta ** (torch.arange(0, shape.head_dim, 2).float() / shape.head_dim))
@@ -171,8 +175,15 @@ class PagedQwen3Decoder(_Qwen3Base):
     each row's block table up to `seq_lens`. Block 0 is the null block no request owns: padded rows write slot 0
     (`pad_values`), so padding writes nowhere that matters."""
 
-    def __init__(self, shape: Qwen3Shape, num_blocks: int, block_size: int, max_blocks_per_seq: int) -> None:
-        super().__init__(shape, max_blocks_per_seq * block_size)
+    def __init__(
+        self,
+        shape: Qwen3Shape,
+        num_blocks: int,
+        block_size: int,
+        max_blocks_per_seq: int,
+        layer: LayerFactory = Qwen3Layer,
+    ) -> None:
+        super().__init__(shape, max_blocks_per_seq * block_size, layer)
         self.num_blocks, self.block_size, self.max_blocks_per_seq = num_blocks, block_size, max_blocks_per_seq
         cache = torch.zeros(shape.layers, 2, num_blocks * block_size, shape.kv_heads, shape.head_dim)
         self.register_buffer("kv_cache", cache, persistent=False)
@@ -187,6 +198,10 @@ class PagedQwen3Decoder(_Qwen3Base):
         block_tables: torch.Tensor,
         seq_lens: torch.Tensor,
     ) -> torch.Tensor:
+        # One batch size for every per-row input: dynamo then traces one batch symbol instead of one per input
+        # (the ascend_graph backend buckets one symbol and pins the others).
+        for per_row in (positions, slot_mapping, block_tables, seq_lens):
+            torch._check(per_row.shape[0] == token_ids.shape[0])
         cache = self.kv_cache
         offsets = torch.arange(self.block_size, device=token_ids.device)
         slots = (block_tables[:, :, None] * self.block_size + offsets).flatten(1)  # (batch, max_seq)

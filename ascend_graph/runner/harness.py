@@ -92,12 +92,14 @@ class DecodeHarness:
         host_delay_s: float = 0.0,
         device_delay: Callable[[GraphRunner, random.Random], None] | None = None,
         detect_silent_syncs: bool = False,
+        delay_seed: int | None = None,
     ) -> None:
         self.workload = workload
         self.detect_silent_syncs = detect_silent_syncs
         self.host_delay_s = host_delay_s
         self.device_delay = device_delay
-        self.rng = random.Random(workload.seed + 1)
+        # The delays' random stream; tensor-parallel ranks pass different seeds so that their delays differ.
+        self.rng = random.Random(workload.seed + 1 if delay_seed is None else delay_seed)
 
     def _blocks_needed(self, request: Request) -> int:
         return -(-(request.prompt_len + request.max_new) // self.workload.block_size)

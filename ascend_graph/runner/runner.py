@@ -64,6 +64,9 @@ class RunnerConfig:
     staging_sets: int | None = None
     # One graph memory pool per static set instead of one for all graphs.
     pool_per_set: bool = False
+    # Run the step body eagerly on the compute stream at every launch instead of replaying a captured graph:
+    # the no-graph baseline (same buffers, streams and events; the model may itself be torch.compile'd).
+    eager: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -111,6 +114,20 @@ class StepMetrics:
     device_gap_ms: list[float] = field(default_factory=list)  # device idle between replay N-1 and N (bubble)
     host_copy_ms: list[float] = field(default_factory=list)
     host_wait_ms: list[float] = field(default_factory=list)
+
+
+class _EagerStep:
+    """Stands for a captured graph in eager mode: `replay()` runs the step body on the current stream."""
+
+    def __init__(self, body: Callable[[], None], device: GraphDevice) -> None:
+        self.body, self.device = body, device
+        self.outputs: tuple[Any, ...] = ()
+
+    def replay(self) -> None:
+        if self.device.kind == "cpu":
+            self.device.current_stream().submit(self.body)  # type: ignore[attr-defined]  # the CPU stream's queue
+        else:
+            self.body()  # kernels go to the current (compute) stream
 
 
 class GraphRunner:
@@ -168,6 +185,13 @@ class GraphRunner:
         """One graph per (size, static set), largest first, into one pool, each after warm-up."""
         # The static sets were filled on the caller's stream: the compute stream must not read them before.
         self.device.synchronize()
+        if self.config.eager:
+            for size in self.config.capture_sizes:
+                for index in range(len(self.static)):
+                    self.graphs[(size, index)] = _EagerStep(self._body(size, index), self.device)
+            self._origin.record(self.streams.compute)
+            self.device.synchronize()
+            return
         pools = [self.device.graph_pool()]
         if self.config.pool_per_set:
             pools += [self.device.graph_pool() for _ in self.static[1:]]
