@@ -174,7 +174,10 @@ class GraphCompiled:
         fallback = self.size_fallbacks.get(bucket)
         if fallback is not None:
             bump("eager_calls")
-            self._log_once(f"ascend_graph: running eagerly (logged once): {fallback.message()}", f"size-{bucket}")
+            self._log_once(
+                f"ascend_graph: running eagerly (logged once): size {bucket} ({fallback.cause}): {fallback.reason}",
+                f"size-{bucket}",
+            )
             eager = self.reference if fallback.cause == VERIFY_MISMATCH else self.runnable
             return eager(*args)
         capture = self.captures[bucket]

@@ -58,7 +58,7 @@ def capture_failure(size: int | None, sizes: tuple[int | None, ...], error: Base
     kind = error_kind(error)
     first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
     reason = f"capture failed with {type(error).__name__}: {first_line}"
-    others = [s for s in sizes if s != size and s is not None]
+    others = sorted(s for s in sizes if s != size and s is not None)
     fewer = f"capture_sizes={others}" if others else "fewer or smaller capture_sizes"
     if kind == "memory":
         advice = (
