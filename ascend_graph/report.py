@@ -117,13 +117,49 @@ def _tiny_decoder(options: dict[str, Any]) -> tuple[Any, tuple[torch.Tensor, ...
     options = dict(options)
     options.setdefault("capture_sizes", list(DEFAULT_INSPECT_SIZES))
     sizes = list(options["capture_sizes"])
-    model = build_decoder("tiny", max_batch=max(sizes), max_seq=64)
+    device = options.get("device", "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = build_decoder("tiny", max_batch=max(sizes), max_seq=64, device=device)
     options.setdefault("pad_values", model.pad_values)
     batch = 3 if max(sizes) >= 3 else max(sizes)
     generator = torch.Generator().manual_seed(0)
-    token_ids = torch.randint(0, model.shape.vocab, (batch,), generator=generator)
-    positions = torch.zeros(batch, dtype=torch.long)
+    token_ids = torch.randint(0, model.shape.vocab, (batch,), generator=generator).to(device)
+    positions = torch.zeros(batch, dtype=torch.long, device=device)
     return model, (token_ids, positions), options
+
+
+def format_inspection(result: dict[str, Any]) -> str:
+    """The text `ascend-graph inspect` prints."""
+    lines = [f"model: {result['model']}"]
+    for number, graph in enumerate(result["graphs"]):
+        passes = graph["passes"] if isinstance(graph["passes"], str) else ", ".join(graph["passes"])
+        lines.append(
+            f"graph {number}: device {graph['device']}, lowering {graph['lowering']}, passes applied: {passes}, "
+            f"sizes {graph['sizes']} (of capture_sizes {graph['capture_sizes']})"
+        )
+        outside = [size for size in graph["capture_sizes"] if size not in graph["sizes"]]
+        if outside and graph["sizes"]:
+            lines.append(f"  capture sizes outside the range dynamo allows for this graph: {outside}")
+        if graph["graph_fallback"]:
+            lines.append(f"  whole graph runs eagerly: {graph['graph_fallback']}")
+        verdicts = {row["size"]: row for row in graph["verify"]["results"]}
+        lines.append(f"  {'size':>6} {'capture s':>10} {'pool MiB':>9} {'static KiB':>11}  verify")
+        for row in graph["captured"]:
+            verdict = verdicts.get(row["size"])
+            verify = "off" if verdict is None else f"ok, max abs error {verdict['max_abs_error']:.3g}"
+            lines.append(
+                f"  {str(row['size']):>6} {row['capture_s']:10.4f} {row['pool_bytes'] / 2**20:9.2f} "
+                f"{row['static_bytes'] / 2**10:11.1f}  {verify}"
+            )
+        for fallback in graph["fallbacks"]:
+            lines.append(f"  size {fallback['size']} runs eagerly ({fallback['cause']}): {fallback['reason']}")
+            lines.append(f"    advice: {fallback['advice']}")
+        if not graph["fallbacks"] and not graph["graph_fallback"]:
+            lines.append("  fallbacks: none")
+    counts = ", ".join(f"{key} {value}" for key, value in result["counters"].items())
+    lines.append(f"counters (this call): {counts}")
+    return "\n".join(lines)
 
 
 def _plain(value: Any) -> Any:
