@@ -143,3 +143,43 @@ def test_environment_switch_turns_verification_on(monkeypatch: pytest.MonkeyPatc
 def test_bad_tolerances_are_refused_naming_the_allowed(tolerances: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="verify_tolerances.*must be a mapping from a dtype name"):
         GraphConfig.from_options({"verify_tolerances": tolerances})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_verifier_on_cuda_accepts_inductor_and_catches_a_planted_mismatch(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CUDA graphs of the inductor lowering pass the default tolerances of their dtype; a size-4 graph that
+    doubles its logits is caught, and calls of that size are served by eager ATen ops."""
+    from ascend_graph.device import get_device
+    from ascend_graph.models.qwen3 import build_decoder
+
+    cuda = get_device("cuda")
+    original = cuda.capture
+
+    def doubled(fn: Any) -> Any:
+        def run(*inputs: Any) -> Any:
+            return [out * 2 + 1 if isinstance(out, torch.Tensor) else out for out in fn(*inputs)]
+
+        return run
+
+    def capture(fn: Any, args: Any, pool: Any) -> Any:
+        batch4 = any(isinstance(a, torch.Tensor) and a.dtype == torch.long and tuple(a.shape) == (4,) for a in args)
+        return original(doubled(fn) if batch4 else fn, args, pool)
+
+    monkeypatch.setattr(cuda, "capture", capture)
+    eager = build_decoder("tiny", max_batch=8, max_seq=48, dtype=dtype, device="cuda")
+    graph_model = copy.deepcopy(eager)
+    compiled, pieces = compile_recording(
+        graph_model, capture_sizes=[2, 4, 8], pad_values=eager.pad_values, lowering="inductor", verify=True
+    )
+    with torch.inference_mode():
+        ids = torch.randint(0, eager.shape.vocab, (3,), device="cuda")
+        pos = torch.full((3,), 5, device="cuda")
+        got = compiled(ids, pos)  # size 3 pads to 4: served eagerly after the mismatch
+        torch.testing.assert_close(got, eager(ids, pos), atol=1e-5, rtol=1e-5)
+    verdicts = {r.size: r for r in pieces[0].verify_results}
+    assert {size: r.ok for size, r in verdicts.items()} == {8: True, 4: False, 2: True}, verdicts
+    assert set(pieces[0].captures) == {2, 8}
