@@ -9,6 +9,7 @@ from .backend import GraphCompiled, ascend_graph_backend
 from .config import GraphConfig
 from .counters import counters, reset_counters
 from .device import available_kinds, get_device
+from .report import inspect
 
 __version__ = "0.1.0"
 
@@ -20,5 +21,6 @@ __all__ = [
     "available_kinds",
     "counters",
     "get_device",
+    "inspect",
     "reset_counters",
 ]

@@ -8,12 +8,18 @@ one device graph per capture size, largest first, into one shared pool. Each lat
 capture size, copies the dynamic inputs into that graph's static buffers, replays it and slices the outputs back.
 Calls it cannot serve by replay run eagerly, each reason logged once and counted.
 
+Reliability: a size whose capture fails (out of memory, device resources) runs eagerly with advice naming the
+setting to change (`fallbacks.py`); with `verify=True` each size is replayed against eager on random inputs after
+capture and a size that disagrees runs eagerly (`verify.py`); `report()` lists sizes, graph memory, passes and
+every fallback with its reason.
+
 What the compiled callable deliberately does not do: autograd (graph mode is for inference; with grad enabled and
 inputs requiring grad it runs eagerly), and capturing more than one dynamic dimension.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,9 +31,11 @@ from .capture import Capture, capture_all, pad_value_for
 from .config import GraphConfig
 from .counters import bump
 from .device import GraphDevice, get_device
-from .errors import StaticInputMovedError
+from .errors import NonFiniteInputError, StaticInputMovedError
+from .fallbacks import VERIFY_MISMATCH, SizeFallback, verify_mismatch
 from .lowering import lower, resolve_lowering
 from .signature import GraphSignature, InputKind
+from .verify import VerifyResult, verify_capture
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +55,19 @@ class GraphCompiled:
         self.signature = GraphSignature(gm, example_inputs)
         self.device: GraphDevice = get_device(_device_kind(config, example_inputs))
         self.lowering = resolve_lowering(config.lowering, self.device.kind)
+        # The verifier's eager reference: the FX graph's own ops, kept apart from what the lowering may rewrite.
+        self.reference: Callable[..., Any] = (
+            torch.fx.GraphModule(gm, copy.deepcopy(gm.graph)).forward
+            if config.verify and self.lowering != "aten"
+            else gm.forward
+        )
         self.runnable = lower(gm, example_inputs, self.lowering)
         self.sizes: tuple[int | None, ...] = (
             (None,) if self.signature.is_static else self.signature.valid_sizes(config.capture_sizes)
         )
         self.captures: dict[int | None, Capture] = {}
+        self.size_fallbacks: dict[int | None, SizeFallback] = {}  # sizes served eagerly, and why
+        self.verify_results: list[VerifyResult] = []
         # Inputs checked on every call, precomputed: the hot path must not walk hundreds of weights.
         self._checked = tuple(
             spec
@@ -77,6 +93,15 @@ class GraphCompiled:
             isinstance(value, torch.Tensor) and value.requires_grad for value in example_inputs
         ):
             return "graph mode is inference-only; call under torch.no_grad() or torch.inference_mode()"
+        if self.lowering != "aten":
+            for spec in self.signature.inputs:
+                example = example_inputs[spec.index]
+                if spec.kind is InputKind.DYNAMIC and not example.is_contiguous():
+                    return (
+                        f"input {spec.index} ({spec.name}) was traced non-contiguous (strides {example.stride()}); "
+                        f"the {self.lowering} lowering bakes input strides in, but static buffers are contiguous: "
+                        "pass .contiguous() inputs or use lowering='aten'"
+                    )
         return None
 
     def _log_once(self, message: str, key: str | None = None) -> None:
@@ -92,10 +117,9 @@ class GraphCompiled:
         return self.runnable(*args)
 
     def capture(self) -> None:
-        """Capture every size now (the first call does this by itself)."""
-        if self.captures or self.fallback_reason is not None:
-            return
-        assert self._example_inputs is not None
+        """Capture every size now (the first call does this by itself); once only."""
+        if self._example_inputs is None:
+            return  # captured already, or the whole graph runs eagerly
         self.captures = capture_all(
             self.runnable,
             self.signature,
@@ -105,8 +129,34 @@ class GraphCompiled:
             self.config.warmup_iters,
             self.config.pad_value,
             self.config.pad_value_map,
+            failures=self.size_fallbacks,
         )
+        for fallback in self.size_fallbacks.values():
+            logger.warning(fallback.message())
+        if self.config.verify:
+            self._verify(self._example_inputs)
         self._example_inputs = None  # do not keep the caller's first inputs alive
+
+    def _verify(self, example_inputs: Sequence[Any]) -> None:
+        """Replay each size against eager; a size that disagrees is dropped and runs eagerly (the reference)."""
+        for size in list(self.captures):
+            result = verify_capture(
+                self.reference,
+                self.signature,
+                self.captures[size],
+                example_inputs,
+                self.device,
+                self.config.verify_tolerance_map,
+            )
+            self.verify_results.append(result)
+            bump("verified_sizes")
+            if result.ok:
+                logger.info("ascend_graph: verify: %s", result.message())
+                continue
+            bump("verify_mismatches")
+            del self.captures[size]  # frees its static buffers and outputs
+            self.size_fallbacks[size] = verify_mismatch(size, f"verify: {result.message()}")
+            logger.warning(self.size_fallbacks[size].message())
 
     def __call__(self, *args: Any) -> Any:
         if self.fallback_reason is not None:
@@ -119,8 +169,17 @@ class GraphCompiled:
         bucket = size if self.signature.is_static else GraphSignature.bucket_for(size, self.sizes)
         if bucket is None and not self.signature.is_static:
             return self._eager(args, f"size {size} is above the largest capture size {self.sizes[-1]}", "over-max")
-        if not self.captures:
+        if self._example_inputs is not None:
             self.capture()
+        fallback = self.size_fallbacks.get(bucket)
+        if fallback is not None:
+            bump("eager_calls")
+            self._log_once(
+                f"ascend_graph: running eagerly (logged once): size {bucket} ({fallback.cause}): {fallback.reason}",
+                f"size-{bucket}",
+            )
+            eager = self.reference if fallback.cause == VERIFY_MISMATCH else self.runnable
+            return eager(*args)
         capture = self.captures[bucket]
         moved = self._moved_input(capture, args)
         if moved is not None:
@@ -153,13 +212,22 @@ class GraphCompiled:
         return None
 
     def _feed(self, capture: Capture, args: Sequence[Any], size: int | None) -> None:
-        """Copy dynamic and copied inputs into the capture's static buffers and pad the tail."""
+        """Copy dynamic and copied inputs into the capture's static buffers and pad the tail. Every input is
+        checked before any is copied; copy_ takes any layout, so non-contiguous inputs land correctly."""
+        for index in capture.buffers:
+            self.signature.validate(self.signature.inputs[index], args[index], size)
+            if self.config.debug:
+                _check_finite(self.signature.inputs[index], args[index])
         for index, buffer in capture.buffers.items():
             spec = self.signature.inputs[index]
             value = args[index]
-            self.signature.validate(spec, value, size)
-            if value.data_ptr() == buffer.data_ptr() and value.shape == buffer.shape:
-                continue  # the caller already wrote into our buffer
+            if value.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr():
+                if value.data_ptr() == buffer.data_ptr() and value.shape == buffer.shape:
+                    if value.stride() == buffer.stride():
+                        continue  # the caller already wrote into our buffer
+                # another view of our own buffer (a prefix, another layout): padding or copying in place would
+                # overwrite what it reads, so take its values first
+                value = value.clone()
             if spec.kind is InputKind.COPIED or value.shape == buffer.shape:
                 self.device.copy_(buffer, value)
                 continue
@@ -184,6 +252,28 @@ class GraphCompiled:
             value = static if tuple(static.shape) == sizes else static[tuple(slice(0, n) for n in sizes)]
             results.append(value.clone() if self.config.output_mode == "clone" else value)
         return results if self.signature.output_is_sequence else results[0]
+
+    def report(self) -> dict[str, Any]:
+        """What this graph captured and what runs eagerly: sizes, graph memory per size, passes, fallbacks."""
+        from .report import graph_report
+
+        return graph_report(self)
+
+
+def _check_finite(spec: Any, value: torch.Tensor) -> None:
+    """Debug mode: NaN/inf in a floating input is reported where it enters (otherwise it passes through and
+    comes out as eager would give it)."""
+    if not value.is_floating_point():
+        return
+    finite = torch.isfinite(value)
+    if bool(finite.all()):
+        return
+    nans = int(torch.isnan(value).sum())
+    rows = sorted({int(r) for r in (~finite).nonzero()[:, 0].tolist()})[:8] if value.dim() else []
+    raise NonFiniteInputError(
+        f"input {spec.index} ({spec.name}): {nans} NaN and {int((~finite).sum()) - nans} infinite values "
+        f"(first rows {rows}); debug mode allows finite values only (without debug they pass through as in eager)"
+    )
 
 
 def ascend_graph_backend(

@@ -12,6 +12,7 @@ import torch
 
 from .counters import bump
 from .device import DeviceGraph, GraphDevice
+from .fallbacks import SizeFallback, capture_failure
 from .signature import GraphSignature, InputKind, InputSpec
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,11 @@ class Capture:
     buffers: dict[int, torch.Tensor] = field(default_factory=dict)
     capture_seconds: float = 0.0
     graph_bytes: int = 0
+    # growth of the device allocator's reserved memory (the graph pool) during this capture: the largest size
+    # pays for the pool, smaller sizes reuse it; 0 on the CPU, which has no pool
+    pool_bytes: int = 0
+    # bytes of the static input buffers and static outputs this size holds (on every device)
+    static_bytes: int = 0
 
     @property
     def outputs(self) -> tuple[Any, ...]:
@@ -88,15 +94,19 @@ def capture_one(
             runnable(*args)
     device.current_stream().wait_stream(side)
     device.synchronize()
-    before = device.memory_allocated()
+    before, reserved_before = device.memory_allocated(), device.memory_reserved()
     start = time.perf_counter()
     graph = device.capture(runnable, args, pool)
     device.synchronize()
     seconds = time.perf_counter() - start
     graph_bytes = max(device.memory_allocated() - before, getattr(graph, "nbytes", 0))
+    pool_bytes = device.memory_reserved() - reserved_before
+    static_bytes = sum(buffer.nbytes for buffer in buffers.values()) + sum(
+        output.nbytes for output in graph.outputs if isinstance(output, torch.Tensor)
+    )
     bump("captures")
-    logger.debug("captured size %s in %.3f s (%d bytes)", size, seconds, graph_bytes)
-    return Capture(size, graph, args, buffers, seconds, graph_bytes)
+    logger.debug("captured size %s in %.3f s (%d bytes, pool +%d)", size, seconds, graph_bytes, pool_bytes)
+    return Capture(size, graph, args, buffers, seconds, graph_bytes, pool_bytes, static_bytes)
 
 
 def capture_all(
@@ -108,11 +118,33 @@ def capture_all(
     warmup_iters: int,
     pad_value: int,
     pad_values: dict[str, int],
+    failures: dict[int | None, SizeFallback] | None = None,
 ) -> dict[int | None, Capture]:
-    """One capture per size, largest first, all into one pool: smaller graphs reuse the largest one's memory."""
+    """One capture per size, largest first, all into one pool: smaller graphs reuse the largest one's memory.
+
+    With `failures` given, a size whose warm-up or capture raises a RuntimeError (out of memory, device resources,
+    an operation capture forbids) is recorded there with advice instead of raising; its buffers are dropped and
+    the smaller sizes are still tried (they need less memory)."""
     pool = device.graph_pool()
     captures: dict[int | None, Capture] = {}
-    for size in sorted(sizes, key=lambda s: -1 if s is None else s, reverse=True):
+    ordered = tuple(sorted(sizes, key=lambda s: -1 if s is None else s, reverse=True))
+    for size in ordered:
         args, buffers = static_args(signature, example_inputs, size, pad_value, pad_values)
-        captures[size] = capture_one(runnable, args, buffers, size, device, pool, warmup_iters)
+        try:
+            captures[size] = capture_one(runnable, args, buffers, size, device, pool, warmup_iters)
+        except RuntimeError as error:
+            if failures is None:
+                raise
+            failures[size] = capture_failure(size, ordered, error)
+            del args, buffers  # the failed size's static state; the error's traceback goes with the except block
+            _settle(device)
+            bump("capture_failures")
     return captures
+
+
+def _settle(device: GraphDevice) -> None:
+    """Wait for the failed capture's queued work, ignoring the error it re-raises (already recorded)."""
+    try:
+        device.synchronize()
+    except RuntimeError:
+        logger.debug("device error after a failed capture, already recorded", exc_info=True)

@@ -1,7 +1,10 @@
 """The `ascend-graph` command.
 
-ascend-graph bench [--preset cpu|cuda] [...]   decode-step benchmark on the device at hand (JSON result)
+ascend-graph bench [--preset cpu|cuda] [...]   decode-step benchmark on the device at hand (JSON + PNG)
+ascend-graph doctor [--json]                   versions, devices, lane, whether the plugins activate
+ascend-graph inspect [--verify] [...]          captured sizes, graph memory, passes, fallbacks and why
 ascend-graph info                              versions, usable devices, which lane this machine is on
+ascend-graph serve MODEL [...]                 vLLM's OpenAI server (graph mode through the platform plugin)
 """
 
 from __future__ import annotations
@@ -51,14 +54,52 @@ def serve(args: list[str]) -> int:
     return 0
 
 
+def doctor_command(argv: list[str]) -> int:
+    """Print the doctor's findings; exit status 1 when a check failed."""
+    from .doctor import doctor, format_doctor
+
+    parser = argparse.ArgumentParser(prog="ascend-graph doctor", description="Check this machine for ascend_graph.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    facts = doctor()
+    print(json.dumps(facts, indent=1) if args.json else format_doctor(facts))
+    return 0 if facts["ok"] else 1
+
+
+def inspect_command(argv: list[str]) -> int:
+    """Compile the built-in tiny decoder and print what graph mode did with it."""
+    from .report import format_inspection, inspect
+
+    parser = argparse.ArgumentParser(
+        prog="ascend-graph inspect",
+        description="Compile the built-in tiny Qwen3-style decoder with ascend_graph, call it once, and show the "
+        "captured sizes, graph memory per size, passes applied, and sizes that run eagerly with the reason.",
+    )
+    parser.add_argument("--capture-sizes", default="1,2,4,8", help="comma-separated (default 1,2,4,8)")
+    parser.add_argument("--lowering", default="auto", help="auto, aten, inductor, torchair")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, npu")
+    parser.add_argument("--verify", action="store_true", help="replay each size against eager (shadow verifier)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.capture_sizes.split(",")]
+    options = {"capture_sizes": sizes, "lowering": args.lowering, "device": args.device, "verify": args.verify}
+    result = inspect(**options)
+    print(json.dumps(result, indent=1) if args.json else format_inspection(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="ascend-graph", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["bench", "info", "serve"])
+    parser.add_argument("command", choices=["bench", "doctor", "info", "inspect", "serve"])
     args, rest = parser.parse_known_args(argv)
     if args.command == "info":
         print(json.dumps(info(), indent=1))
         return 0
+    if args.command == "doctor":
+        return doctor_command(rest)
+    if args.command == "inspect":
+        return inspect_command(rest)
     if args.command == "serve":
         return serve(rest)
     from .benchmarks.decode_step import main as bench_main

@@ -14,12 +14,18 @@ from typing import Any
 LOWERINGS = ("auto", "aten", "inductor", "torchair")
 DEVICES = ("auto", "cpu", "cuda", "npu")
 OUTPUT_MODES = ("clone", "static")
+VERIFY_DTYPES = ("float64", "float32", "bfloat16", "float16")
 DEFAULT_CAPTURE_SIZES = (1, 2, 4, 8, 16, 32)
 
 
+def _env_on(name: str) -> bool:
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
 def env_flags() -> dict[str, bool]:
-    """The environment switches ascend_graph honours: ASCEND_GRAPH_DEBUG=1 turns on debug checks everywhere."""
-    return {"debug": os.environ.get("ASCEND_GRAPH_DEBUG", "0") not in ("", "0", "false", "False")}
+    """The environment switches ascend_graph honours: ASCEND_GRAPH_DEBUG=1 turns on debug checks everywhere,
+    ASCEND_GRAPH_VERIFY=1 the shadow-eager verifier."""
+    return {"debug": _env_on("ASCEND_GRAPH_DEBUG"), "verify": _env_on("ASCEND_GRAPH_VERIFY")}
 
 
 def _require(condition: bool, field: str, allowed: str, got: Any) -> None:
@@ -44,6 +50,10 @@ class GraphConfig:
     pad_values: per-argument pad values by the forward argument's name, e.g. {"slots": 0} where slot 0 is a
         scratch slot: padded rows run through the model, so stateful inputs (cache slots, positions) must send
         them somewhere harmless.
+    verify: after capture, replay every size against eager (the FX graph's own ops) on random inputs; a size whose
+        outputs differ beyond the tolerance is reported and runs eagerly (`ascend_graph.verify`).
+    verify_tolerances: per floating dtype name, (atol, rtol) replacing the verifier's defaults, e.g.
+        {"bfloat16": (0.1, 0.05)}.
     """
 
     capture_sizes: tuple[int, ...] = DEFAULT_CAPTURE_SIZES
@@ -54,6 +64,8 @@ class GraphConfig:
     output_mode: str = "clone"
     pad_value: int = 0
     pad_values: tuple[tuple[str, int], ...] = ()
+    verify: bool = False
+    verify_tolerances: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         sizes = self.capture_sizes
@@ -93,6 +105,8 @@ class GraphConfig:
             self.pad_values,
         )
         object.__setattr__(self, "pad_values", pads)
+        _require(isinstance(self.verify, bool), "verify", "true or false", self.verify)
+        object.__setattr__(self, "verify_tolerances", _tolerances(self.verify_tolerances))
 
     @property
     def max_capture_size(self) -> int:
@@ -101,6 +115,10 @@ class GraphConfig:
     @property
     def pad_value_map(self) -> dict[str, int]:
         return dict(self.pad_values)
+
+    @property
+    def verify_tolerance_map(self) -> dict[str, tuple[float, float]]:
+        return {name: (atol, rtol) for name, atol, rtol in self.verify_tolerances}
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -117,6 +135,34 @@ class GraphConfig:
             )
         if "capture_sizes" in options and isinstance(options["capture_sizes"], list | range):
             options["capture_sizes"] = tuple(options["capture_sizes"])
-        if env_flags()["debug"]:
+        flags = env_flags()
+        if flags["debug"]:
             options["debug"] = True
+        if flags["verify"]:
+            options["verify"] = True
         return cls(**options)
+
+
+def _tolerances(value: Any) -> tuple[tuple[str, float, float], ...]:
+    """{"bfloat16": (atol, rtol)} (or the tuple form) -> sorted ((name, atol, rtol), ...), validated."""
+    allowed = f"a mapping from a dtype name in {VERIFY_DTYPES} to (atol, rtol), two non-negative numbers"
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        entries = [(name, *pair) for name, pair in items] if isinstance(value, Mapping) else list(items)
+    except TypeError:
+        entries = None
+    _require(entries is not None, "verify_tolerances", allowed, value)
+    result = []
+    for entry in entries:
+        _require(isinstance(entry, tuple | list) and len(entry) == 3, "verify_tolerances", allowed, value)
+        name, atol, rtol = entry
+        _require(name in VERIFY_DTYPES, "verify_tolerances", allowed, value)
+        for number in (atol, rtol):
+            _require(
+                isinstance(number, int | float) and not isinstance(number, bool) and number >= 0,
+                "verify_tolerances",
+                allowed,
+                value,
+            )
+        result.append((name, float(atol), float(rtol)))
+    return tuple(sorted(result))

@@ -11,7 +11,16 @@ import threading
 from collections import Counter
 
 # The keys that always exist, so that `counters()["replays"]` never raises.
-COUNTER_KEYS = ("compiles", "captures", "replays", "eager_fallbacks", "eager_calls")
+COUNTER_KEYS = (
+    "compiles",
+    "captures",
+    "replays",
+    "eager_fallbacks",
+    "eager_calls",
+    "capture_failures",
+    "verified_sizes",
+    "verify_mismatches",
+)
 
 
 class _Counters:
@@ -44,7 +53,8 @@ def bump(key: str, amount: int = 1) -> None:
 
 def counters() -> dict[str, int]:
     """A snapshot of the counters: compiles, captures, replays, eager_fallbacks (graphs that gave up on graph
-    mode), eager_calls (calls served eagerly, e.g. sizes above the largest capture size), and others."""
+    mode), eager_calls (calls served eagerly, e.g. sizes above the largest capture size), capture_failures (sizes whose
+    capture failed and run eagerly), verified_sizes / verify_mismatches (the shadow-eager verifier), and others."""
     return _COUNTERS.snapshot()
 
 

@@ -34,6 +34,11 @@ class StaticInputMovedError(ReplayInputError):
     """A tensor captured by reference (a weight, a KV cache) is at another address than at capture."""
 
 
+class NonFiniteInputError(ReplayInputError):
+    """Debug mode only: a floating-point input holds NaN or infinity (without debug they pass through, as in
+    eager mode)."""
+
+
 class CaptureError(AscendGraphError):
     """Capturing a device graph failed."""
 

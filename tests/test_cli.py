@@ -1,7 +1,12 @@
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ascend_graph.cli import main
 
@@ -27,3 +32,66 @@ def test_bench_on_cpu_writes_raw_figures_and_graphs_really_replayed(tmp_path: Pa
         row["counters_delta"]["replays"] >= 7 and row["counters_delta"]["eager_calls"] == 0 for row in graph_rows
     )
     assert all(row["max_abs_diff_vs_eager"] < 1e-4 for row in graph_rows)
+
+
+def test_bench_shows_progress_and_writes_a_png_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    main(["bench", "--preset", "cpu", "--batches", "2", "--iters", "2", "--out", str(out)])
+    result = json.loads(out.read_text())
+    png = Path(result["plot"])
+    assert png == out.with_suffix(".png") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    err = capsys.readouterr().err
+    assert "decode-step bench" in err and "2/2" in err, err[-500:]  # one run per variant, on stderr
+
+
+def _doctor(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """In a fresh process, as a user runs it: vLLM's import and logging must not touch the test process."""
+    return subprocess.run(
+        [sys.executable, "-m", "ascend_graph.cli", "doctor", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+
+
+HAS_VLLM_CPU = importlib.util.find_spec("vllm") is not None and not torch.cuda.is_available()
+
+
+def test_doctor_reports_versions_lane_and_that_the_plugins_activate() -> None:
+    done = _doctor("--json")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    facts = json.loads(done.stdout)  # vLLM's log lines must not reach stdout
+    lane = "cuda" if torch.cuda.is_available() else "cpu"
+    assert facts["versions"]["torch"] and facts["lane"] == lane and facts["ok"] is True
+    checks = {check["name"]: check for check in facts["checks"]}
+    assert checks["dynamo backend"]["ok"] is True
+    assert checks[f"graph capture on {lane}"]["ok"] is True
+    if HAS_VLLM_CPU:  # the CPU lane: the plugin names, and vLLM activates, ascend_graph's CPU platform
+        assert "AscendGraphCpuPlatform" in checks["vLLM platform plugin"]["detail"]
+        assert checks["vLLM platform"]["ok"] is True
+        assert "AscendGraphCpuPlatform" in checks["vLLM platform"]["detail"]
+    else:  # the GPU lane has no vLLM: nothing to activate, nothing failed
+        assert checks["vLLM platform"]["ok"] is None
+
+
+@pytest.mark.skipif(not HAS_VLLM_CPU, reason="needs vllm-cpu (the CPU lane)")
+def test_doctor_fails_when_vllm_would_not_activate_the_plugin() -> None:
+    done = _doctor(VLLM_PLUGINS="")  # an allow-list without ascend_graph: vLLM picks its own CPU platform
+    assert done.returncode == 1, done.stdout
+    assert "FAIL] vLLM platform: vLLM would activate vllm.platforms.cpu.CpuPlatform" in done.stdout
+    assert "some checks FAILED" in done.stdout
+
+
+def test_inspect_prints_sizes_memory_passes_and_verification(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inspect", "--capture-sizes", "2,4", "--verify", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    (graph,) = result["graphs"]
+    assert [row["size"] for row in graph["captured"]] == [2, 4]
+    assert all(row["static_bytes"] > 0 for row in graph["captured"])
+    assert graph["passes"] == "none" or isinstance(graph["passes"], list)
+    assert graph["fallbacks"] == [] and all(r["ok"] for r in graph["verify"]["results"])
+    assert result["counters"]["captures"] == 2 and result["counters"]["verified_sizes"] == 2
+    assert main(["inspect", "--capture-sizes", "2,4"]) == 0
+    text = capsys.readouterr().out
+    assert "passes applied:" in text and "static KiB" in text and "fallbacks: none" in text

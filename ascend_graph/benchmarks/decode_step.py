@@ -27,6 +27,7 @@ import torch
 from ..backend import GraphCompiled, ascend_graph_backend
 from ..counters import counters
 from ..models.qwen3 import SHAPES, Qwen3Decoder, build_decoder
+from .progress import Progress, plot_decode_step
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cuda": {
@@ -307,6 +308,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--variants", help="comma-separated variants")
     parser.add_argument("--iters", type=int)
     parser.add_argument("--out", default=".out/bench_backend.json", help="JSON result path")
+    parser.add_argument("--plot", help="PNG plot path (default: the JSON path with .png)")
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = parser.parse_args(argv)
     preset = dict(PRESETS[args.preset])
     shapes = args.shapes.split(",") if args.shapes else preset["shapes"]
@@ -333,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(len(shapes) * len(variants) * len(batches), "decode-step bench", not args.no_progress)
     for shape_name in shapes:
         max_batch = max(batches)
         model = build_decoder(shape_name, max_batch=max_batch, max_seq=max_seq, dtype=dtype, device=device)
@@ -355,15 +360,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         row = run_batch(variant, step, model, batch, context, iters, device)
                     except Exception as error:  # a failing variant is recorded, not hidden
                         row = {"variant": variant, "batch": batch, "error": repr(error)[:2000]}
-                        print(f"FAILED {shape_name} {variant} batch {batch}: {error!r}", flush=True)
+                        progress.write(f"FAILED {shape_name} {variant} batch {batch}: {error!r}")
                     entry["rows"].append(row)
+                    progress.update(f"{shape_name} {variant} b={batch}")
                     if "median_ms" in row:
-                        print(
+                        progress.write(
                             f"{shape_name} {variant:22s} b={batch:4d} {row['median_ms']:9.3f} ms "
                             f"direct={row.get('direct_median_ms', float('nan')):8.3f} "
                             f"kernels={row['kernels_per_step']} first={row['first_call_s']:.1f}s "
-                            f"diff={row['max_abs_diff_vs_eager']:.2e} argmax={row['argmax_match_vs_eager']:.2f}",
-                            flush=True,
+                            f"diff={row['max_abs_diff_vs_eager']:.2e} argmax={row['argmax_match_vs_eager']:.2f}"
                         )
                     out_path.write_text(json.dumps(result, indent=1))
             del step
@@ -373,7 +378,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    progress.close()
     out_path.write_text(json.dumps(result, indent=1))
+    if not args.no_plot:
+        result["plot"] = str(plot_decode_step(result, args.plot or out_path.with_suffix(".png")))
+        out_path.write_text(json.dumps(result, indent=1))
+        print(f"plot {result['plot']}")
     print_table({"shapes": [{**s, "rows": [r for r in s["rows"] if "median_ms" in r]} for s in result["shapes"]]})
     print(f"\nwrote {out_path}")
     return result

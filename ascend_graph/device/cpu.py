@@ -230,5 +230,8 @@ class CpuDevice:
     def memory_allocated(self) -> int:
         return 0
 
+    def memory_reserved(self) -> int:
+        return 0  # no allocator pool: a CPU graph's memory is its static buffers and outputs (Capture.static_bytes)
+
 
 CPU_DEVICE = CpuDevice()

@@ -69,3 +69,6 @@ class CudaDevice:
 
     def memory_allocated(self) -> int:
         return torch.cuda.memory_allocated()
+
+    def memory_reserved(self) -> int:
+        return torch.cuda.memory_reserved()

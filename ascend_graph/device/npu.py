@@ -91,3 +91,6 @@ class NpuDevice:
 
     def memory_allocated(self) -> int:
         return int(_npu().memory_allocated())
+
+    def memory_reserved(self) -> int:
+        return int(_npu().memory_reserved())
