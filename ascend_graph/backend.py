@@ -27,6 +27,7 @@ from .counters import bump
 from .device import GraphDevice, get_device
 from .errors import StaticInputMovedError
 from .lowering import lower, resolve_lowering
+from .passes import PassReport, apply_passes
 from .signature import GraphSignature, InputKind
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class GraphCompiled:
         self.signature = GraphSignature(gm, example_inputs)
         self.device: GraphDevice = get_device(_device_kind(config, example_inputs))
         self.lowering = resolve_lowering(config.lowering, self.device.kind)
+        self.pass_report: PassReport | None = None
+        if config.passes:  # fusion on the ATen retrace; the signature above stays the one of dynamo's graph
+            gm, self.pass_report = apply_passes(gm, example_inputs, config.passes)
         self.runnable = lower(gm, example_inputs, self.lowering)
         self.sizes: tuple[int | None, ...] = (
             (None,) if self.signature.is_static else self.signature.valid_sizes(config.capture_sizes)

@@ -44,6 +44,9 @@ class GraphConfig:
     pad_values: per-argument pad values by the forward argument's name, e.g. {"slots": 0} where slot 0 is a
         scratch slot: padded rows run through the model, so stateful inputs (cache slots, positions) must send
         them somewhere harmless.
+    passes: fusion passes run on the graph before lowering (names from `ascend_graph.passes.PASS_NAMES`, or
+        "all"); they always run in that order. Default: none, so a graph runs the ops the model wrote unless
+        fusion is asked for (the passes retrace the graph to ATen and cost compile time).
     """
 
     capture_sizes: tuple[int, ...] = DEFAULT_CAPTURE_SIZES
@@ -54,6 +57,7 @@ class GraphConfig:
     output_mode: str = "clone"
     pad_value: int = 0
     pad_values: tuple[tuple[str, int], ...] = ()
+    passes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         sizes = self.capture_sizes
@@ -93,6 +97,10 @@ class GraphConfig:
             self.pad_values,
         )
         object.__setattr__(self, "pad_values", pads)
+        from ascend_graph.passes import PASS_NAMES, check_pass_names
+
+        passes = PASS_NAMES if self.passes == "all" else self.passes
+        object.__setattr__(self, "passes", check_pass_names(passes if isinstance(passes, str) else tuple(passes)))
 
     @property
     def max_capture_size(self) -> int:

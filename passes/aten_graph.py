@@ -40,7 +40,10 @@ def fake_inputs(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> list
             f"ascend_graph passes: the graph has {len(placeholders)} inputs but {len(example_inputs)} example "
             "inputs were given"
         )
-    fake_mode = detect_fake_mode(example_inputs)
+    metas = [node.meta.get("example_value", node.meta.get("val")) for node in placeholders]
+    # The mode of the graph's own fake values: inside a backend call the tracing context may hold another one.
+    fake_mode = next((value.fake_mode for value in [*metas, *example_inputs] if isinstance(value, FakeTensor)), None)
+    fake_mode = fake_mode or detect_fake_mode(example_inputs)
     values = []
     for node, example in zip(placeholders, example_inputs, strict=True):
         meta = node.meta.get("example_value", node.meta.get("val"))
@@ -61,7 +64,7 @@ def fake_inputs(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> list
 def to_aten(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> torch.fx.GraphModule:
     """`gm` retraced to ATen ops (no decomposition, no functionalisation) on its fake inputs."""
     inputs = fake_inputs(gm, example_inputs)
-    fake_mode = detect_fake_mode(inputs)
+    fake_mode = next((value.fake_mode for value in inputs if isinstance(value, FakeTensor)), None)
     with fake_mode or nullcontext(), enable_python_dispatcher():
         aten = make_fx(gm, tracing_mode="real")(*inputs)
     _bake_lifted_scalars(aten, example_inputs)
