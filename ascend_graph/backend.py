@@ -51,6 +51,7 @@ class GraphCompiled:
         self.pass_report: PassReport | None = None
         if config.passes:  # fusion on the ATen retrace; the signature above stays the one of dynamo's graph
             gm, self.pass_report = apply_passes(gm, example_inputs, config.passes)
+            bump("fused_ops", self.pass_report.fused)
         self.runnable = lower(gm, example_inputs, self.lowering)
         self.sizes: tuple[int | None, ...] = (
             (None,) if self.signature.is_static else self.signature.valid_sizes(config.capture_sizes)

@@ -5,12 +5,12 @@ tracing and a reference implementation in plain torch (the default, used on the 
 is registered). Importing this package registers the device kernels that can load here: Triton for CUDA (where
 triton imports), torch_npu's fused ops for the NPU (where torch_npu imports; UNVERIFIED).
 
-| op | computes | CUDA | NPU (unverified) |
+| op (`ascend_graph::`) | computes | CUDA | NPU (unverified) |
 |---|---|---|---|
-| `ascend_graph::rms_norm(x, weight, eps)` | RMSNorm | Triton | npu_rms_norm |
-| `ascend_graph::add_rms_norm(x, residual, weight, eps, fp32_sum)` | (RMSNorm(x + residual), x + residual) | Triton | npu_add_rms_norm |
-| `ascend_graph::rms_norm_rope(x, weight, cos, sin, eps)` | RoPE(RMSNorm(x)) per head | Triton | npu_rms_norm + npu_rotary_mul |
-| `ascend_graph::silu_and_mul(gate, up)` | silu(gate) * up | Triton | npu_swiglu |
+| `rms_norm(x, weight, eps)` | RMSNorm | Triton | npu_rms_norm |
+| `add_rms_norm(x, residual, weight, eps, fp32_sum)` | (RMSNorm(x + r), x + r) | Triton | npu_add_rms_norm |
+| `rms_norm_rope(x, weight, cos, sin, eps)` | RoPE(RMSNorm(x)) per head | Triton | npu_rms_norm + npu_rotary_mul |
+| `silu_and_mul(gate, up)` | silu(gate) * up | Triton | npu_swiglu |
 """
 
 from __future__ import annotations

@@ -47,6 +47,11 @@ class PassReport:
     ops_after: int = 0
     replaced: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def fused(self) -> int:
+        """Fused ops inserted (no-op eliminations not counted)."""
+        return sum(count for name, count in self.replaced.items() if name != "noop_elimination")
+
 
 def check_pass_names(names: Sequence[str], where: str = "passes") -> tuple[str, ...]:
     """The names, validated: unknown or repeated names raise a ValueError naming the allowed ones."""

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import torch
-
-import ascend_graph
 from ascend_graph.passes import PASS_NAMES, apply_passes
 from ascend_graph.passes.aten_graph import count_ops, op_histogram, to_aten
+
+import ascend_graph
 
 from ..helpers import compile_recording, poison_outputs
 from ..models import hf_qwen3, mlp, qwen3

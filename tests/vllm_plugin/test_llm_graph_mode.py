@@ -64,9 +64,12 @@ def test_llm_graph_mode_equals_eager_and_graphs_ran_in_the_worker(tmp_path: Path
     graph, graph_counts, _ = _generate(
         model_dir,
         compilation_config={"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]},
-        additional_config={"ascend_graph": {"mode": "sync"}},
+        additional_config={"ascend_graph": {"mode": "sync", "passes": "all"}},
     )
     assert platform == "AscendGraphCpuPlatform"
+    # Per 2-layer model, in vLLM's pieces: 4 add+RMSNorm (post-attention x2, layer 1 input, final), 5 lone RMSNorm
+    # (layer 0 input, q and k norms x2: vLLM rotates with its own _C.rotary_embedding, so no norm+RoPE), 2 SwiGLU.
+    assert graph_counts["fused_ops"] == 11, graph_counts
     assert [len(t) for t in graph] == MAX_TOKENS
     assert graph == eager
     assert eager_counts["captures"] == 0 and eager_counts["replays"] == 0
@@ -77,8 +80,13 @@ def test_llm_graph_mode_equals_eager_and_graphs_ran_in_the_worker(tmp_path: Path
 def test_unknown_ascend_graph_option_names_the_allowed() -> None:
     from ascend_graph.vllm_plugin.options import parse_additional_config
 
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['modes'\]; allowed keys are \['debug', 'mode'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown key\(s\) \['modes'\]; allowed keys are \['debug', 'mode', 'passes'\]"
+    ):
         parse_additional_config({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='forward-async' is not allowed; allowed values are \('sync',\)"):
         parse_additional_config({"ascend_graph": {"mode": "forward-async"}})
-    assert parse_additional_config(None) == {"mode": "sync", "debug": False}
+    assert parse_additional_config(None) == {"mode": "sync", "debug": False, "passes": ()}
+    with pytest.raises(ValueError, match=r"unknown pass\(es\) \['fuse'\] in additional_config.ascend_graph.passes"):
+        parse_additional_config({"ascend_graph": {"passes": ["fuse"]}})
+    assert parse_additional_config({"ascend_graph": {"passes": ["silu_and_mul"]}})["passes"] == ("silu_and_mul",)
