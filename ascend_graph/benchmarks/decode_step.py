@@ -8,6 +8,10 @@ copy bandwidth measured in the same run. Results: JSON with device, versions, da
 
     python bench/bench_backend.py --preset cuda --shapes qwen3-0.6b --out bench/results/backend_h100_0.6b.json
     ascend-graph bench                                  # the CPU lane: tiny shape, eager vs ascend_graph
+
+Variants ending in "+passes" run ascend_graph's fusion passes (all of them) before lowering. With `--rendezvous`
+several processes share the device: each compiles its variants at the same time as the others, then they take
+turns for everything timed (bench/run_device_passes.sh runs the passes issue's comparison that way).
 """
 
 from __future__ import annotations
