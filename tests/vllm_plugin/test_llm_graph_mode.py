@@ -64,12 +64,9 @@ def test_llm_graph_mode_equals_eager_and_graphs_ran_in_the_worker(tmp_path: Path
     graph, graph_counts, _ = _generate(
         model_dir,
         compilation_config={"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]},
-        additional_config={"ascend_graph": {"mode": "sync", "passes": "all"}},
+        additional_config={"ascend_graph": {"mode": "sync"}},
     )
     assert platform == "AscendGraphCpuPlatform"
-    # Per 2-layer model, in vLLM's pieces: 4 add+RMSNorm (post-attention x2, layer 1 input, final), 5 lone RMSNorm
-    # (layer 0 input, q and k norms x2: vLLM rotates with its own _C.rotary_embedding, so no norm+RoPE), 2 SwiGLU.
-    assert graph_counts["fused_ops"] == 11, graph_counts
     assert [len(t) for t in graph] == MAX_TOKENS
     assert graph == eager
     assert eager_counts["captures"] == 0 and eager_counts["replays"] == 0
