@@ -34,6 +34,7 @@ from .device import GraphDevice, get_device
 from .errors import NonFiniteInputError, StaticInputMovedError
 from .fallbacks import VERIFY_MISMATCH, SizeFallback, verify_mismatch
 from .lowering import lower, resolve_lowering
+from .passes import PassReport, apply_passes
 from .signature import GraphSignature, InputKind
 from .verify import VerifyResult, verify_capture
 
@@ -58,9 +59,13 @@ class GraphCompiled:
         # The verifier's eager reference: the FX graph's own ops, kept apart from what the lowering may rewrite.
         self.reference: Callable[..., Any] = (
             torch.fx.GraphModule(gm, copy.deepcopy(gm.graph)).forward
-            if config.verify and self.lowering != "aten"
+            if config.verify and (self.lowering != "aten" or config.passes)
             else gm.forward
         )
+        self.pass_report: PassReport | None = None
+        if config.passes:  # fusion on the ATen retrace; the signature above stays the one of dynamo's graph
+            gm, self.pass_report = apply_passes(gm, example_inputs, config.passes)
+            bump("fused_ops", self.pass_report.fused)
         self.runnable = lower(gm, example_inputs, self.lowering)
         self.sizes: tuple[int | None, ...] = (
             (None,) if self.signature.is_static else self.signature.valid_sizes(config.capture_sizes)

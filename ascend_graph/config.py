@@ -54,6 +54,9 @@ class GraphConfig:
         outputs differ beyond the tolerance is reported and runs eagerly (`ascend_graph.verify`).
     verify_tolerances: per floating dtype name, (atol, rtol) replacing the verifier's defaults, e.g.
         {"bfloat16": (0.1, 0.05)}.
+    passes: fusion passes run on the graph before lowering (names from `ascend_graph.passes.PASS_NAMES`, or
+        "all"); they always run in that order. Default: none, so a graph runs the ops the model wrote unless
+        fusion is asked for (the passes retrace the graph to ATen and cost compile time).
     """
 
     capture_sizes: tuple[int, ...] = DEFAULT_CAPTURE_SIZES
@@ -66,6 +69,7 @@ class GraphConfig:
     pad_values: tuple[tuple[str, int], ...] = ()
     verify: bool = False
     verify_tolerances: tuple[tuple[str, float, float], ...] = ()
+    passes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         sizes = self.capture_sizes
@@ -107,6 +111,10 @@ class GraphConfig:
         object.__setattr__(self, "pad_values", pads)
         _require(isinstance(self.verify, bool), "verify", "true or false", self.verify)
         object.__setattr__(self, "verify_tolerances", _tolerances(self.verify_tolerances))
+        from ascend_graph.passes import PASS_NAMES, check_pass_names
+
+        passes = PASS_NAMES if self.passes == "all" else self.passes
+        object.__setattr__(self, "passes", check_pass_names(passes if isinstance(passes, str) else tuple(passes)))
 
     @property
     def max_capture_size(self) -> int:

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 PEERS = ("manual_graph", "cudagraphs", "reduce_overhead")
-OURS = ("ascend_graph_aten", "ascend_graph_inductor")
+OURS = ("ascend_graph_aten", "ascend_graph_inductor", "ascend_graph_aten+passes", "ascend_graph_inductor+passes")
+PASSES_COLUMNS = (
+    "reduce_overhead",
+    "ascend_graph_inductor",
+    "ascend_graph_inductor+passes",
+    "ascend_graph_aten",
+    "ascend_graph_aten+passes",
+)
 
 
 def load(paths: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -24,15 +31,48 @@ def load(paths: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         environment = result["environment"]
         for shape in result["shapes"]:
             entry = shapes[shape["name"]]
-            entry["floor_ms"].update({int(b): ms for b, ms in shape["floor_ms"].items()})
+            entry["floor_ms"].update({int(b): ms for b, ms in shape.get("floor_ms", {}).items()})
             for row in shape["rows"]:
                 if "median_ms" in row:
                     entry["rows"][(row["variant"], row["batch"])] = row
     return dict(shapes), environment
 
 
+def _cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "–"
+    kernels = row.get("kernels_per_step")
+    return f"{row['median_ms']:.2f} ({kernels:.0f})" if kernels is not None else f"{row['median_ms']:.2f}"
+
+
+def passes_table(shapes: dict[str, dict[str, Any]]) -> str:
+    """Step ms (kernels per step) with and without the fusion passes, beside reduce-overhead, and the ratios."""
+    header = (
+        "| shape | batch | "
+        + " | ".join(PASSES_COLUMNS)
+        + " | inductor+passes ÷ reduce_overhead | inductor+passes ÷ inductor | aten+passes ÷ aten |"
+    )
+    lines = [header, "|" + "---|" * (len(PASSES_COLUMNS) + 5)]
+    for name, entry in shapes.items():
+        for batch in sorted({b for _, b in entry["rows"]}):
+            rows = {v: entry["rows"].get((v, batch)) for v in PASSES_COLUMNS}
+
+            def ratio(a: str, b: str, rows: dict[str, Any] = rows) -> str:
+                if rows[a] is None or rows[b] is None:
+                    return "–"
+                return f"{rows[a]['median_ms'] / rows[b]['median_ms']:.3f}"
+
+            cells = " | ".join(_cell(rows[v]) for v in PASSES_COLUMNS)
+            lines.append(
+                f"| {name} | {batch} | {cells} | {ratio('ascend_graph_inductor+passes', 'reduce_overhead')} | "
+                f"{ratio('ascend_graph_inductor+passes', 'ascend_graph_inductor')} | "
+                f"{ratio('ascend_graph_aten+passes', 'ascend_graph_aten')} |"
+            )
+    return "\n".join(lines)
+
+
 def table(shapes: dict[str, dict[str, Any]]) -> str:
-    variants = ("eager", *PEERS, *OURS)
+    variants = [v for v in ("eager", *PEERS, *OURS) if any(v == key[0] for e in shapes.values() for key in e["rows"])]
     header = "| shape | batch | " + " | ".join(variants) + " | floor | ours ÷ best peer | ours ÷ floor |"
     lines = [header, "|" + "---|" * (len(variants) + 5)]
     for name, entry in shapes.items():
@@ -40,7 +80,7 @@ def table(shapes: dict[str, dict[str, Any]]) -> str:
             cells = []
             for variant in variants:
                 row = entry["rows"].get((variant, batch))
-                cells.append(f"{row['median_ms']:.2f} ({row['kernels_per_step']:.0f})" if row else "–")
+                cells.append(_cell(row))
             peers = [entry["rows"][(v, batch)]["median_ms"] for v in PEERS if (v, batch) in entry["rows"]]
             ours = [entry["rows"][(v, batch)]["median_ms"] for v in OURS if (v, batch) in entry["rows"]]
             floor = entry["floor_ms"].get(batch)
@@ -80,9 +120,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--png")
+    parser.add_argument("--passes", action="store_true", help="the fusion-passes table (with/without, ratios)")
     args = parser.parse_args()
     shapes, environment = load(args.paths)
-    print(table(shapes))
+    print(passes_table(shapes) if args.passes else table(shapes))
     if args.png:
         plot(shapes, environment, args.png)
         print(f"\nwrote {args.png}")

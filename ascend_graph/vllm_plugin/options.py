@@ -5,22 +5,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-ALLOWED = {"mode": ("sync", "forward-async"), "debug": (True, False)}
+ALLOWED = {"mode": ("sync", "forward-async"), "debug": (True, False), "passes": None}  # passes: check_pass_names
 
 
 def parse_additional_config(additional_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """`{"ascend_graph": {...}}` -> its options with defaults; unknown keys or values raise a ValueError naming
     the allowed ones. mode "sync": the graphs replay in vLLM's own step order; "forward-async": the host prepares
-    step N+1 while step N runs (vLLM's async scheduling plus double-buffered static inputs, model_runner.py)."""
+    step N+1 while step N runs (vLLM's async scheduling plus double-buffered static inputs, model_runner.py).
+    `passes` names ascend_graph fusion passes to run on every piece vLLM compiles (or "all"); default none."""
     section = dict((additional_config or {}).get("ascend_graph") or {})
     unknown = sorted(set(section) - set(ALLOWED))
     if unknown:
         raise ValueError(
             f"additional_config.ascend_graph: unknown key(s) {unknown}; allowed keys are {sorted(ALLOWED)}"
         )
+    if "passes" in section:
+        from ascend_graph.passes import PASS_NAMES, check_pass_names
+
+        passes = PASS_NAMES if section["passes"] == "all" else section["passes"]
+        section["passes"] = check_pass_names(passes, where="additional_config.ascend_graph.passes")
     for key, value in section.items():
-        if value not in ALLOWED[key]:
+        if ALLOWED[key] is not None and value not in ALLOWED[key]:
             raise ValueError(
                 f"additional_config.ascend_graph.{key}={value!r} is not allowed; allowed values are {ALLOWED[key]}"
             )
-    return {"mode": "sync", "debug": False, **section}
+    return {"mode": "sync", "debug": False, "passes": (), **section}

@@ -133,9 +133,14 @@ def test_forward_async_stress_random_device_delays_and_broken_staging_fails(
 def test_ascend_graph_options_name_the_allowed() -> None:
     from ascend_graph.vllm_plugin.options import parse_additional_config
 
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['modes'\]; allowed keys are \['debug', 'mode'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown key\(s\) \['modes'\]; allowed keys are \['debug', 'mode', 'passes'\]"
+    ):
         parse_additional_config({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
         parse_additional_config({"ascend_graph": {"mode": "fast"}})
-    assert parse_additional_config(None) == {"mode": "sync", "debug": False}
+    assert parse_additional_config(None) == {"mode": "sync", "debug": False, "passes": ()}
     assert parse_additional_config({"ascend_graph": {"mode": "forward-async"}})["mode"] == "forward-async"
+    with pytest.raises(ValueError, match=r"unknown pass\(es\) \['fuse'\] in additional_config.ascend_graph.passes"):
+        parse_additional_config({"ascend_graph": {"passes": ["fuse"]}})
+    assert parse_additional_config({"ascend_graph": {"passes": ["silu_and_mul"]}})["passes"] == ("silu_and_mul",)

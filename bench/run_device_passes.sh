@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The passes issue's device run, in one call of the device tool (H100, torch 2.11, no vLLM, no network), < 8 min:
+# GPU tests of the fused kernels (and the backend's GPU tests), then the decode benchmark for Qwen3-0.6B and 8B at
+# batch 1 and 32: reduce_overhead | ascend_graph_inductor | ascend_graph_inductor+passes, ascend_graph_aten,
+# ascend_graph_aten+passes, three processes per shape that all compile at the same time (compiling is the slow,
+# host-bound part), then are timed one process at a time after all have compiled. Everything lands in $OUT.
+#   bash bench/run_device_passes.sh                 # both shapes, 6 processes (~75 GB of GPU memory at peak)
+#   SHAPES=qwen3-8b bash bench/run_device_passes.sh # one shape per call if memory or time is short
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-.out}
+SHAPES=${SHAPES:-qwen3-0.6b qwen3-8b}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then  # pytest travels as wheels: the device has no package index
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 -c "import torch, triton, sys; print(sys.version); print('torch', torch.__version__, 'triton', triton.__version__)"
+} 2>&1 | tee "$OUT/env.txt"
+RDV=$(mktemp -d)
+GROUPS_=(reduce_overhead ascend_graph_inductor ascend_graph_inductor+passes,ascend_graph_aten,ascend_graph_aten+passes)
+WORLD=$(( $(echo $SHAPES | wc -w) * ${#GROUPS_[@]} ))
+pids=()
+rank=0
+for shape in $SHAPES; do
+  for variants in "${GROUPS_[@]}"; do
+    tag="${shape}_${variants%%,*}"
+    tag="${tag/+/_}"
+    python3 bench/bench_backend.py --preset cuda-passes --shapes "$shape" --variants "$variants" \
+      --rendezvous "$RDV" --rank $rank --world $WORLD \
+      --out "$OUT/passes_h100_$tag.json" > "$OUT/bench_$tag.log" 2>&1 &
+    pids+=($!)
+    rank=$((rank + 1))
+  done
+done
+# The kernel tests run while the benchmark processes compile (nothing is timed before all six have compiled).
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  python3 -m pytest -q tests/kernels tests/test_backend.py -m gpu -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
+fi
+for pid in "${pids[@]}"; do wait "$pid"; done
+grep -h -E "^qwen3|FAILED|skipped" "$OUT"/bench_*.log
+python3 bench/report_backend.py "$OUT"/passes_h100_*.json --passes --png "$OUT/passes_h100.png" 2>&1 | tail -20
