@@ -37,8 +37,10 @@ for shape in $SHAPES; do
 done
 # The kernel tests run while the benchmark processes compile (nothing is timed before all six have compiled).
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  python3 -m pytest -q tests/kernels tests/test_backend.py -m gpu -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
+  python3 -m pytest -q tests/kernels tests/test_backend.py tests/test_verify.py tests/test_graph_memory.py -m gpu -rs -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
 fi
 for pid in "${pids[@]}"; do wait "$pid"; done
 grep -h -E "^qwen3|FAILED|skipped" "$OUT"/bench_*.log
 python3 bench/report_backend.py "$OUT"/passes_h100_*.json --passes --png "$OUT/passes_h100.png" 2>&1 | tail -20
+# At most 8 files come back from the device tool: the logs travel as one archive.
+tar czf "$OUT/passes_h100_logs.tgz" -C "$OUT" env.txt gpu_tests.log $(cd "$OUT" && ls bench_*.log) && rm -f "$OUT"/bench_*.log

@@ -268,7 +268,12 @@ def measure(
     pieces: list[GraphCompiled],
 ) -> dict[str, Any]:
     """Step times, kernels per step and, for ascend_graph, capture figures, pass counts and the direct call."""
+    counts_before = counters()
     times = time_steps(step, inputs, iters, device)
+    if "counters_delta" in row:  # first call + warm-up + timed steps: every one must replay
+        counts = counters()
+        for key in counts:
+            row["counters_delta"][key] = row["counters_delta"].get(key, 0) + counts[key] - counts_before.get(key, 0)
     row.update(
         median_ms=statistics.median(times) * 1e3,
         p10_ms=sorted(times)[len(times) // 10] * 1e3,

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from ..backend import ascend_graph_backend
 from ..counters import counters, reset_counters
 from ..runner.distributed import Watchdog, init_tensor_parallel, multicast_off, spawn
 from ..runner.harness import paged_step
@@ -113,7 +114,7 @@ def part_reduced(session: Session, world: int) -> list[Run]:
         sizes = [size for size in options.sizes_for(batch) if size > 1] or [2]
         compiled = torch.compile(
             model,
-            backend="ascend_graph",
+            backend=ascend_graph_backend,  # the callable: the device machine runs the checkout uninstalled
             dynamic=True,
             options={"capture_sizes": sizes, "lowering": options.compile_lowering, "pad_values": model.pad_values},
         )
@@ -231,6 +232,10 @@ def worker(options: SessionOptions, out: str | None) -> dict[str, Any]:
     result["ok"] = not result["failures"]
     _write(result, session, out)
     session.release()
+    if context.device.type == "cuda" and os.environ.get("ASCEND_GRAPH_SPAWNED") == "1":
+        # Destroying an NCCL group while captured graphs held its kernels hung here on 2 x H200 (torch issue
+        # #115388; torchrun's run tore down fine): a spawned worker hands its result back and the parent ends it.
+        return result
     with watchdog.phase("teardown (destroy_process_group; results already written)", 60.0):
         torch.distributed.barrier(group=context.control)
         torch.distributed.destroy_process_group()

@@ -148,6 +148,7 @@ def _spawned(rank: int, world_size: int, port: int, fn: Callable[..., Any], args
         LOCAL_RANK=str(rank),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
+        ASCEND_GRAPH_SPAWNED="1",
     )
     try:
         out.put((rank, True, fn(*args)))
@@ -197,8 +198,8 @@ def spawn(fn: Callable[..., Any], world_size: int, args: tuple[Any, ...] = (), t
             if not ok:
                 raise RuntimeError(f"tensor-parallel worker rank {rank} failed:\n{value}")
             results[rank] = value
-        for process in processes:
-            process.join(timeout=max(1.0, deadline - time.monotonic()))
+        for process in processes:  # results are in: a worker still tearing down is ended below
+            process.join(timeout=min(10.0, max(1.0, deadline - time.monotonic())))
     finally:
         for process in processes:
             if process.is_alive():
