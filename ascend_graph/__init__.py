@@ -22,6 +22,17 @@ from .counters import counters, reset_counters  # noqa: E402
 from .device import available_kinds, get_device  # noqa: E402
 from .report import inspect  # noqa: E402
 
+
+def _register_dynamo_backend() -> None:
+    """`backend="ascend_graph"` also when the package runs uninstalled (the entry point registers it otherwise)."""
+    import torch._dynamo
+
+    if "ascend_graph" not in torch._dynamo.list_backends(exclude_tags=()):
+        torch._dynamo.register_backend(ascend_graph_backend, name="ascend_graph")
+
+
+_register_dynamo_backend()
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -94,6 +94,8 @@ def capture_one(
             runnable(*args)
     device.current_stream().wait_stream(side)
     device.synchronize()
+    # torch.cuda.graph empties the allocator cache on entry: do it first, so the reserved delta is the pool's growth
+    device.release_cached()
     before, reserved_before = device.memory_allocated(), device.memory_reserved()
     start = time.perf_counter()
     graph = device.capture(runnable, args, pool)

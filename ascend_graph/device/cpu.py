@@ -230,6 +230,9 @@ class CpuDevice:
     def memory_allocated(self) -> int:
         return 0
 
+    def release_cached(self) -> None:
+        return None
+
     def memory_reserved(self) -> int:
         return 0  # no allocator pool: a CPU graph's memory is its static buffers and outputs (Capture.static_bytes)
 

@@ -72,3 +72,6 @@ class CudaDevice:
 
     def memory_reserved(self) -> int:
         return torch.cuda.memory_reserved()
+
+    def release_cached(self) -> None:
+        torch.cuda.empty_cache()

@@ -94,3 +94,6 @@ class NpuDevice:
 
     def memory_reserved(self) -> int:
         return int(_npu().memory_reserved())
+
+    def release_cached(self) -> None:
+        _npu().empty_cache()
