@@ -26,8 +26,9 @@ logits, the sampler — is one job on that stream.
   (`vllm_sync_steps`) and their reason is logged once. Speculative decoding, pipeline parallelism and pooling
   models are refused by the platform with the setting to change.
 
-Two environment knobs exist for the stress test only: `ASCEND_GRAPH_STRESS_DELAY_MS` (each job first sleeps a
-random 0..value ms, so the host runs far ahead) and `ASCEND_GRAPH_UNSAFE_NO_STAGING=1` (the broken variant: jobs
+Two environment knobs exist for the stress test only: `ASCEND_GRAPH_STRESS_DELAY_MS` (each step's host prep and
+each job first sleep a random 0..value ms, drawn per rank, so host and device drift apart differently on every
+tensor-parallel rank) and `ASCEND_GRAPH_UNSAFE_NO_STAGING=1` (the broken variant: jobs
 read vLLM's live buffers, which the host rewrites for the next step; it exists to show that the test can fail).
 """
 
@@ -187,7 +188,9 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         self.ag_buffers_of: int | None = None
         self.ag_delay_s = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0) / 1e3
         self.ag_unsafe = os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1"
-        self.ag_random = random.Random(0)
+        # Each rank draws its own delays (tensor parallel: ranks must stay in step however long each one waits).
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.ag_random = random.Random(1000 + rank)
         if self.ag_unsafe:
             logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, forward-async reads live buffers (broken)")
 
@@ -285,6 +288,8 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
     def _launch(self, scheduler_output: Any) -> None:
         if self.execute_model_state is not None or self.ag_launched is not None:
             raise RuntimeError("State error: sample_tokens() must be called after execute_model() returns None.")
+        if self.ag_delay_s:  # stress: the host too is late by a random amount, differently on every rank
+            time.sleep(self.ag_random.uniform(0, self.ag_delay_s))
         slot = self.ag_slots[self.ag_step % 2]
         slot.ready.synchronize()  # the job that last read this set (two steps ago) has finished
         deferred_corrections = self._update_states(scheduler_output)

