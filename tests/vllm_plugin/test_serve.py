@@ -1,5 +1,6 @@
 """`ascend-graph serve` (vLLM's OpenAI server) on 127.0.0.1 in graph mode forward-async: completions, chat
-streaming through the openai client, concurrent requests, answers equal to offline eager greedy decoding."""
+completions and streaming through the openai client, concurrent requests, answers equal to offline eager greedy
+decoding."""
 
 from __future__ import annotations
 
