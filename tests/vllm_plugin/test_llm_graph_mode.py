@@ -210,3 +210,18 @@ def test_forward_async_refuses_what_it_does_not_support_naming_the_setting() -> 
     for setting, changes in cases.items():
         with pytest.raises(ValueError, match=re.escape(setting)):
             check_forward_async_supported(config(**changes))
+
+
+def test_general_plugin_is_registered_and_idempotent() -> None:
+    import importlib.metadata
+
+    import torch
+
+    from ascend_graph.vllm_plugin import general_plugin
+
+    (entry,) = [e for e in importlib.metadata.entry_points(group="vllm.general_plugins") if e.name == "ascend_graph"]
+    assert entry.load() is general_plugin
+    general_plugin()
+    general_plugin()  # vLLM calls it once per process; a second call must change nothing
+    assert hasattr(torch.ops.ascend_graph, "add_rms_norm")
+    assert "ascend_graph" in torch._dynamo.list_backends(exclude_tags=())
