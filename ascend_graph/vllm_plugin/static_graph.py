@@ -20,6 +20,7 @@ from vllm.forward_context import get_forward_context, is_forward_context_availab
 
 from ..counters import bump
 from ..device import get_device
+from ..fallbacks import SizeFallback, capture_failure
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class AscendGraphStaticWrapper:
         self.device = get_device("cpu")
         self.pool = self.device.graph_pool()
         self.entries: dict[Any, _Entry] = {}
+        self.eager_descriptors: dict[Any, SizeFallback] = {}  # capture failed: those run the piece eagerly
+        self.capture_sizes = tuple(vllm_config.compilation_config.cudagraph_capture_sizes or ())
 
     def unwrap(self) -> Any:
         return self.runnable
@@ -54,6 +57,9 @@ class AscendGraphStaticWrapper:
         context = get_forward_context()
         mode, descriptor = context.cudagraph_runtime_mode, context.batch_descriptor
         if mode == CUDAGraphMode.NONE or mode != self.runtime_mode or descriptor is None:
+            return self.runnable(*args, **kwargs)
+        if descriptor in self.eager_descriptors:
+            bump("eager_calls")
             return self.runnable(*args, **kwargs)
         key = (descriptor, tuple(arg.data_ptr() for arg in args if isinstance(arg, torch.Tensor)))
         entry = self.entries.get(key)
@@ -73,7 +79,14 @@ class AscendGraphStaticWrapper:
                 f"expected at stable addresses (at most {MAX_ADDRESS_SETS} static sets)"
             )
         result = self.runnable(*args, **kwargs)  # warm-up, and the piece's output structure
-        graph = self.device.capture(lambda *inputs: self.runnable(*inputs, **kwargs), args, self.pool)
+        try:
+            graph = self.device.capture(lambda *inputs: self.runnable(*inputs, **kwargs), args, self.pool)
+        except RuntimeError as error:  # out of memory, device resources, a forbidden op: this size stays eager
+            fallback = capture_failure(key[0].num_tokens, self.capture_sizes, error)
+            self.eager_descriptors[key[0]] = fallback
+            bump("capture_failures")
+            logger.warning("%s", fallback.message())
+            return result
         self.entries[key] = _Entry(graph, args, isinstance(result, tuple))
         bump("captures")
         logger.debug("ascend_graph: captured a piece for %s", key[0])
