@@ -1,0 +1,467 @@
+"""Bounded load test of `ascend-graph serve` (vLLM's OpenAI server) on 127.0.0.1 in graph mode "forward-async".
+
+Fires a fixed, seeded plan of requests (completions, chat completions, streamed completions, streamed chat, and
+streamed completions whose client goes away after a few chunks: half close the stream, half cancel the task) with
+at most `concurrency` in flight, each bounded by a timeout, the whole run bounded too. Every request that was not
+meant to disconnect must finish with exactly `max_tokens` tokens (ignore_eos) and finish_reason "length"; the
+greedy (temperature 0) ones are answered again one at a time after the load and must give the same text. Then the
+server must still answer, its /metrics must show nothing left running or waiting and the disconnects counted as
+aborts, and its log must hold no traceback or ERROR line. One JSON with environment, settings, counts, latency
+percentiles and the verdict.
+
+    python -m ascend_graph.benchmarks.load_test --out bench/results/load_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ..vllm_plugin.server import served
+
+GRAPH_CC = '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
+# max-num-seqs 8 = the largest capture size: every decode batch replays a captured graph (none falls back to eager),
+# and with 64 clients up to 56 requests wait in vLLM's queue, so disconnects hit running and waiting requests alike.
+# max-model-len 256 holds the longest prompt (~120 tokens) plus 48 new tokens; float32 as the other CPU-lane runs.
+BASE_ARGS = ["--max-model-len", "256", "--dtype", "float32", "--max-num-seqs", "8"]
+MODE_ARGS = {  # "eager" is the baseline without graph mode, to tell vLLM's own behaviour from ascend_graph's
+    "forward-async": ["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "forward-async"}}'],
+    "sync": ["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "sync"}}'],
+    "eager": ["--enforce-eager"],
+}
+SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0"}
+STATUSES = ("ok", "disconnected", "wrong", "lost", "server_error", "client_error", "timeout")
+KINDS = ("completion", "chat", "stream", "stream_chat", "disconnect")
+WORDS = "the quick brown fox jumps over lazy dog graph mode captures a decode step once and replays it".split()
+SUCCESS = "vllm:request_success_total"  # counts engine-side finishes; a client abort is not counted (vLLM 0.32)
+ERROR_LINE = re.compile(r"Traceback|\bERROR\b|EngineDeadError|EngineCore.*(died|failed)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    index: int
+    kind: str
+    prompt: str
+    max_tokens: int
+    temperature: float
+    disconnect_after: int = 0  # chunks read before the client goes away (kind "disconnect")
+    disconnect_by: str = ""  # "close": close the stream; "cancel": cancel the reading task
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclasses.dataclass
+class Outcome:
+    index: int
+    kind: str
+    status: str  # ok | disconnected | wrong | lost | server_error | client_error | timeout
+    latency_s: float
+    ttft_s: float | None = None
+    text: str = ""
+    detail: str = ""
+
+
+def make_plan(requests: int, disconnect_fraction: float, seed: int) -> list[Request]:
+    """A seeded mix: `disconnect_fraction` disconnecting streams, the rest spread over the four other kinds."""
+    rng = random.Random(seed)
+    disconnects = set(rng.sample(range(requests), max(1, round(requests * disconnect_fraction))))
+    plan = []
+    for index in range(requests):
+        kind = "disconnect" if index in disconnects else KINDS[index % 4]
+        prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 60)))
+        max_tokens = rng.randint(8, 48) if kind == "disconnect" else rng.randint(4, 48)
+        temperature = 0.0 if rng.random() < 0.5 else 0.8
+        after, by = (rng.randint(1, 3), rng.choice(("close", "cancel"))) if kind == "disconnect" else (0, "")
+        plan.append(Request(index, kind, prompt, max_tokens, temperature, after, by))
+    return plan
+
+
+def _create_kwargs(request: Request, stream: bool) -> dict[str, Any]:
+    chat = request.kind in ("chat", "stream_chat")
+    kwargs: dict[str, Any] = {
+        "model": "tiny",
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "extra_body": {"ignore_eos": True},
+    }
+    kwargs.update({"messages": [{"role": "user", "content": request.prompt}]} if chat else {"prompt": request.prompt})
+    if stream:
+        kwargs.update(stream=True, stream_options={"include_usage": True})
+    return kwargs
+
+
+async def _send(client: Any, request: Request) -> tuple[str, int, str | None, float | None]:
+    """(text, completion tokens, finish_reason, ttft) of one request that runs to its end."""
+    chat = request.kind in ("chat", "stream_chat")
+    endpoint = client.chat.completions if chat else client.completions
+    started = time.perf_counter()
+    if request.kind in ("completion", "chat"):
+        response = await endpoint.create(**_create_kwargs(request, stream=False))
+        choice = response.choices[0]
+        text = choice.message.content if chat else choice.text
+        return text or "", response.usage.completion_tokens, choice.finish_reason, None
+    parts, tokens, finish, ttft = [], -1, None, None
+    async for chunk in await endpoint.create(**_create_kwargs(request, stream=True)):
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+        for choice in chunk.choices:
+            ttft = ttft if ttft is not None else time.perf_counter() - started
+            parts.append((choice.delta.content if chat else choice.text) or "")
+            finish = choice.finish_reason or finish
+    return "".join(parts), tokens, finish, ttft
+
+
+async def _disconnect(client: Any, request: Request) -> int:
+    """Read `disconnect_after` chunks of a streamed completion, then go away; returns the chunks read."""
+    got_enough = asyncio.Event()
+    read = 0
+
+    async def consume() -> None:
+        nonlocal read
+        stream = await client.completions.create(**_create_kwargs(request, stream=True))
+        chunks = stream.__aiter__()
+        try:
+            while read < request.disconnect_after:
+                await chunks.__anext__()
+                read += 1
+            got_enough.set()
+            if request.disconnect_by == "cancel":
+                await asyncio.Event().wait()  # park with the stream open until the task is cancelled
+        except StopAsyncIteration:
+            got_enough.set()  # fewer chunks than planned (the stream ended first) are reported as "wrong"
+        finally:  # close the chunk generators first, so none is finalized later while another still runs
+            await chunks.aclose()
+            await stream.close()  # closes the HTTP response: the server sees the client go away
+
+    task = asyncio.create_task(consume())
+    waiter = asyncio.create_task(got_enough.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # re-raises a request error
+    else:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return read
+
+
+async def run_one(client: Any, request: Request, timeout_s: float) -> Outcome:
+    import openai
+
+    started = time.perf_counter()
+
+    def outcome(status: str, **fields: Any) -> Outcome:
+        return Outcome(request.index, request.kind, status, time.perf_counter() - started, **fields)
+
+    try:
+        if request.kind == "disconnect":
+            read = await asyncio.wait_for(_disconnect(client, request), timeout_s)
+            good = read == request.disconnect_after
+            return outcome("disconnected" if good else "wrong", detail=f"read {read} chunks")
+        text, tokens, finish, ttft = await asyncio.wait_for(_send(client, request), timeout_s)
+    except (TimeoutError, asyncio.TimeoutError, openai.APITimeoutError) as error:
+        return outcome("timeout", detail=repr(error))
+    except openai.APIStatusError as error:
+        return outcome("server_error" if error.status_code >= 500 else "client_error", detail=repr(error)[:300])
+    except openai.APIConnectionError as error:
+        return outcome("lost", detail=repr(error)[:300])
+    except openai.APIError as error:  # an error event inside a stream that had started with 200
+        return outcome("server_error", detail=repr(error)[:300])
+    except Exception as error:  # connection reset, protocol error, ...: the request is lost
+        return outcome("lost", detail=repr(error)[:300])
+    if tokens != request.max_tokens or finish != "length":
+        return outcome("wrong", ttft_s=ttft, text=text, detail=f"{tokens} tokens, finish_reason {finish!r}")
+    return outcome("ok", ttft_s=ttft, text=text)
+
+
+async def run_load(port: int, plan: list[Request], concurrency: int, timeout_s: float) -> dict[str, Any]:
+    """All requests of `plan`, at most `concurrency` in flight; outcomes in plan order, and the peak in flight."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    gate = asyncio.Semaphore(concurrency)
+    in_flight = peak = 0
+
+    async def bounded(request: Request) -> Outcome:
+        nonlocal in_flight, peak
+        async with gate:
+            in_flight += 1
+            peak = max(peak, in_flight)
+            try:
+                return await run_one(client, request, timeout_s)
+            finally:
+                in_flight -= 1
+
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(*(bounded(request) for request in plan))
+    duration = time.perf_counter() - started
+    await client.close()
+    return {"outcomes": list(outcomes), "duration_s": duration, "peak_in_flight": peak}
+
+
+async def greedy_reference(port: int, plan: list[Request], outcomes: list[Outcome]) -> dict[str, Any]:
+    """Send each greedy request that finished under load again, alone, non-streamed; count the texts that differ."""
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
+    checked, mismatches = 0, []
+    for request, outcome in zip(plan, outcomes, strict=True):
+        if not request.greedy or outcome.status != "ok":
+            continue
+        alone = dataclasses.replace(request, kind="chat" if request.kind in ("chat", "stream_chat") else "completion")
+        text, _, _, _ = await _send(client, alone)
+        checked += 1
+        if text != outcome.text:
+            mismatches.append({"index": request.index, "kind": request.kind, "load": outcome.text, "alone": text})
+    await client.close()
+    return {"checked": checked, "mismatches": len(mismatches), "examples": mismatches[:5]}
+
+
+def read_metrics(port: int) -> dict[str, float]:
+    """The vLLM gauges and counters this test reads, summed over labels other than finished_reason."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    wanted = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", SUCCESS)
+    figures: dict[str, float] = {}
+    for line in text.splitlines():
+        name = line.split("{")[0].split(" ")[0]
+        if line.startswith("#") or name not in wanted:
+            continue
+        reason = re.search(r'finished_reason="(\w+)"', line)
+        key = f"{name}[{reason.group(1)}]" if reason else name
+        figures[key] = figures.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return figures
+
+
+async def drained_metrics(port: int, wait_s: float = 30.0) -> dict[str, Any]:
+    """/metrics once nothing is running or waiting any more (or after `wait_s`), with the seconds it took."""
+    started = time.perf_counter()
+    while True:
+        figures = read_metrics(port)
+        busy = ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc")
+        idle = all(figures.get(name, 0.0) == 0 for name in busy)  # aborted requests gave their KV blocks back
+        if idle or time.perf_counter() - started > wait_s:
+            return {"drained": idle, "seconds_to_drain": time.perf_counter() - started, **figures}
+        await asyncio.sleep(0.5)
+
+
+async def alive_check(port: int) -> dict[str, Any]:
+    """/health answers 200 and one greedy completion gives exactly the tokens asked for."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+        health = response.status
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
+    probe = Request(-1, "completion", "Hello, my name is", 16, 0.0)
+    text, tokens, finish, _ = await _send(client, probe)
+    await client.close()
+    ok = health == 200 and tokens == 16 and finish == "length" and bool(text)
+    return {"health_status": health, "completion_tokens": tokens, "finish_reason": finish, "alive": ok}
+
+
+def summarize(plan: list[Request], outcomes: list[Outcome]) -> dict[str, Any]:
+    """Counts per kind and status, latency / TTFT percentiles per kind, and a few failing requests."""
+    import numpy as np
+
+    def percentiles(values: list[float]) -> dict[str, float] | None:
+        if not values:
+            return None
+        return {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)} | {"max": max(values)}
+
+    per_kind: dict[str, Any] = {}
+    for kind in KINDS:
+        mine = [outcome for outcome in outcomes if outcome.kind == kind]
+        statuses = sorted({outcome.status for outcome in mine})
+        per_kind[kind] = {
+            "sent": len(mine),
+            "greedy": sum(plan[outcome.index].greedy for outcome in mine),
+            **{status: sum(outcome.status == status for outcome in mine) for status in statuses},
+            "latency_s": percentiles([outcome.latency_s for outcome in mine]),
+            "ttft_s": percentiles([outcome.ttft_s for outcome in mine if outcome.ttft_s is not None]),
+        }
+    totals = {status: sum(outcome.status == status for outcome in outcomes) for status in STATUSES}
+    failures = [dataclasses.asdict(outcome) for outcome in outcomes if outcome.status not in ("ok", "disconnected")]
+    return {"per_kind": per_kind, "totals": totals, "failures": failures[:20]}
+
+
+def scan_log(log_path: Path) -> dict[str, Any]:
+    """ERROR / traceback lines while serving, and separately those after the shutdown began (SIGTERM at the end)."""
+    lines = log_path.read_text(errors="replace").splitlines()
+    shutdown = next((number for number, line in enumerate(lines) if "[shutdown]" in line), len(lines))
+    serving = [line for line in lines[:shutdown] if ERROR_LINE.search(line)]
+    at_shutdown = [line for line in lines[shutdown:] if ERROR_LINE.search(line)]
+    return {
+        "lines": len(lines),
+        "error_lines": len(serving),
+        "error_examples": serving[:20],
+        "shutdown_error_lines": len(at_shutdown),
+        "shutdown_error_examples": at_shutdown[:10],
+        "forward_async_sync_steps": sum("a step runs sync" in line for line in lines),
+    }
+
+
+def environment() -> dict[str, Any]:
+    import openai
+    import torch
+    import vllm
+
+    root = Path(__file__).resolve().parents[2]
+    git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git.stdout.strip() or None,
+        "torch": torch.__version__,
+        "vllm": vllm.__version__,
+        "openai": openai.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def verdict(result: dict[str, Any]) -> dict[str, Any]:
+    totals, after = result["summary"]["totals"], result["after"]
+    delta = after["metrics_delta"]
+    finished = delta.get(f"{SUCCESS}[length]", 0.0)  # a disconnect the engine finished first counts here too
+    others = sum(value for key, value in delta.items() if key.startswith(SUCCESS) and not key.endswith("[length]"))
+    checks = {
+        "no_lost": totals["lost"] == 0 and totals["timeout"] == 0,
+        "no_server_errors": totals["server_error"] == 0 and totals["client_error"] == 0,
+        "all_correct": totals["wrong"] == 0 and result["greedy_check"]["mismatches"] == 0,
+        "engine_finishes_match": "error" not in after["metrics"]
+        and totals["ok"] <= finished <= totals["ok"] + totals["disconnected"]
+        and others == 0,
+        "engine_drained": after["metrics"]["drained"],
+        "server_alive": after["alive"]["alive"],
+        "no_error_lines_in_log": result["server_log"]["error_lines"] == 0,
+    }
+    return {"pass": all(checks.values()), **checks}
+
+
+async def _checked(check: Any, failed: dict[str, Any]) -> dict[str, Any]:
+    """The result of one after-load check, or `failed` with the error when the server no longer answers."""
+    try:
+        return await check
+    except Exception as error:  # a dead server: the verdict fails on `failed`, the JSON is still written
+        return {**failed, "error": repr(error)[:300]}
+
+
+async def _exercise(port: int, plan: list[Request], args: argparse.Namespace) -> dict[str, Any]:
+    before = read_metrics(port)
+    load = await asyncio.wait_for(run_load(port, plan, args.concurrency, args.request_timeout), args.total_timeout)
+    metrics = await _checked(drained_metrics(port), {"drained": False})
+    delta = {key: metrics.get(key, 0.0) - before.get(key, 0.0) for key in before if key.endswith("]")}
+    greedy = await _checked(greedy_reference(port, plan, load["outcomes"]), {"checked": 0, "mismatches": None})
+    alive = await _checked(alive_check(port), {"alive": False})
+    after = {"metrics": metrics, "metrics_delta": delta, "alive": alive}
+    return {"load": load, "greedy_check": greedy, "after": after}
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    from ..models.tiny_hf import build_tiny_model_dir
+
+    model_dir = build_tiny_model_dir(work / "tiny-qwen3")
+    plan = make_plan(args.requests, args.disconnect_fraction, args.seed)
+    log_path = work / "server.log"
+    started = time.time()
+    server_args = [*BASE_ARGS, *MODE_ARGS[args.mode]]
+    with served(model_dir, server_args, log_path, SERVER_ENV) as port:
+        startup_s = time.time() - started
+        exercised = asyncio.run(_exercise(port, plan, args))
+    load = exercised.pop("load")
+    result = {
+        "benchmark": "bounded load test of ascend-graph serve, tiny Qwen3 (2 layers, hidden 64)",
+        "environment": environment(),
+        "settings": {
+            "requests": args.requests,
+            "concurrency": args.concurrency,
+            "disconnect_fraction": args.disconnect_fraction,
+            "request_timeout_s": args.request_timeout,
+            "total_timeout_s": args.total_timeout,
+            "seed": args.seed,
+            "mode": args.mode,
+            "server_args": server_args,
+            "server_env": SERVER_ENV,
+        },
+        "plan_kinds": [request.kind for request in plan],
+        "startup_s": startup_s,
+        "duration_s": load["duration_s"],
+        "peak_in_flight": load["peak_in_flight"],
+        "requests_per_s": len(plan) / load["duration_s"],
+        "summary": summarize(plan, load["outcomes"]),
+        **exercised,
+        "server_log": scan_log(log_path),
+    }
+    finished = result["after"]["metrics_delta"].get(f"{SUCCESS}[length]", 0.0)
+    # Disconnects whose request the engine had not finished yet: vLLM aborted them (not in request_success_total).
+    unread = "error" in result["after"]["metrics"]  # /metrics did not answer after the load
+    result["after"]["disconnects_aborted_in_engine"] = None if unread else len(plan) - finished
+    result["verdict"] = verdict(result)
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"{'kind':<12}{'sent':>6}{'ok':>6}{'disc':>6}{'fail':>6}{'p50 s':>9}{'p99 s':>9}")
+    for kind, row in result["summary"]["per_kind"].items():
+        failed = row["sent"] - row.get("ok", 0) - row.get("disconnected", 0)
+        latency = row["latency_s"] or {"p50": float("nan"), "p99": float("nan")}
+        print(
+            f"{kind:<12}{row['sent']:>6}{row.get('ok', 0):>6}{row.get('disconnected', 0):>6}{failed:>6}"
+            f"{latency['p50']:>9.2f}{latency['p99']:>9.2f}"
+        )
+    print(
+        f"duration {result['duration_s']:.1f} s, peak in flight {result['peak_in_flight']}, "
+        f"totals {result['summary']['totals']}"
+    )
+    aborted = result["after"]["disconnects_aborted_in_engine"]
+    print(f"disconnects aborted in the engine {aborted} (the rest had finished before the client went away)")
+    print(
+        f"greedy check {result['greedy_check']['checked']} checked, {result['greedy_check']['mismatches']} mismatches"
+    )
+    log = result["server_log"]
+    print(f"server log error lines {log['error_lines']} (at shutdown {log['shutdown_error_lines']})")
+    print(f"verdict {result['verdict']}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--disconnect-fraction", type=float, default=0.15)
+    parser.add_argument("--request-timeout", type=float, default=120.0, help="seconds, each request")
+    parser.add_argument("--total-timeout", type=float, default=1200.0, help="seconds, the whole load")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mode", choices=tuple(MODE_ARGS), default="forward-async")
+    parser.add_argument("--out", default=".out/load_cpu.json")
+    parser.add_argument("--work-dir", default=None, help="for the tiny model and the server log (default: a temp dir)")
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.concurrency < 1 or not 0.0 <= args.disconnect_fraction < 1.0:
+        parser.error("--requests and --concurrency must be >= 1 and --disconnect-fraction in [0, 1)")
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="ascend-graph-load-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result = run(args, work)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print_table(result)
+    print(f"wrote {out} (server log {work / 'server.log'})")
+    return result
+
+
+if __name__ == "__main__":
+    main()
