@@ -3,13 +3,7 @@
 # GPU-marked tests, then the decode benchmark for the given shapes. Everything lands in $OUT.
 #   bash bench/run_device_backend.sh qwen3-0.6b [qwen3-8b]
 set -uo pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-.out}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then  # pytest travels as wheels: the device has no package index
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+source bench/device_prelude.sh
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
   python3 -c "import torch, triton, transformers, sys; print(sys.version); print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"

@@ -7,14 +7,8 @@
 #   bash bench/run_device_passes.sh                 # both shapes, 6 processes (~75 GB of GPU memory at peak)
 #   SHAPES=qwen3-8b bash bench/run_device_passes.sh # one shape per call if memory or time is short
 set -uo pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-.out}
 SHAPES=${SHAPES:-qwen3-0.6b qwen3-8b}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then  # pytest travels as wheels: the device has no package index
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+source bench/device_prelude.sh
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
   python3 -c "import torch, triton, sys; print(sys.version); print('torch', torch.__version__, 'triton', triton.__version__)"

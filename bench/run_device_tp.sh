@@ -6,13 +6,7 @@
 set -uo pipefail
 # NVLink multicast off (KINDS.md), exported so that every child process inherits it.
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-.out}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then  # pytest travels as wheels: the device has no package index
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
+source bench/device_prelude.sh
 {
   nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv
   nvidia-smi topo -m
