@@ -6,6 +6,11 @@
 # host-bound part), then are timed one process at a time after all have compiled. Everything lands in $OUT.
 #   bash bench/run_device_passes.sh                 # both shapes, 6 processes (~75 GB of GPU memory at peak)
 #   SHAPES=qwen3-8b bash bench/run_device_passes.sh # one shape per call if memory or time is short
+# Known problem (2026-11-26, H100 80 GB): both shapes at once ran out of GPU memory in the 8B processes, and the
+# rendezvous then waited for the dead ranks until the call's limit. The published figures come from plain
+# sequential runs instead, one shape per call:
+#   python3 bench/bench_backend.py --preset cuda-passes --shapes qwen3-8b --iters 20 --no-plot \
+#     --variants reduce_overhead,ascend_graph_inductor,ascend_graph_inductor+passes --out $OUT/passes_h100_qwen3-8b.json
 set -uo pipefail
 SHAPES=${SHAPES:-qwen3-0.6b qwen3-8b}
 source bench/device_prelude.sh
