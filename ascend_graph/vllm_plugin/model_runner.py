@@ -186,6 +186,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         self.ag_reasons_logged: set[str] = set()
         self.ag_buffers: dict[int, torch.Tensor] = {}
         self.ag_buffers_of: int | None = None
+        self.ag_separate_kv_update: bool | None = None
         self.ag_delay_s = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0) / 1e3
         self.ag_unsafe = os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1"
         # Each rank draws its own delays (tensor parallel: ranks must stay in step however long each one waits).
@@ -310,12 +311,13 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             allow_microbatching=False,
         )
         padded = batch_desc.num_tokens
-        # Backends that write the KV cache outside forward() take slot mappings of the padded size (as vLLM).
-        separate_kv_update = not all(
-            group.backend.forward_includes_kv_cache_update for groups in self.attn_groups for group in groups
-        )
+        if self.ag_separate_kv_update is None:  # fixed once the attention backends exist (first step)
+            # Backends that write the KV cache outside forward() take slot mappings of the padded size (as vLLM).
+            self.ag_separate_kv_update = not all(
+                group.backend.forward_includes_kv_cache_update for groups in self.attn_groups for group in groups
+            )
         by_group, slot_mappings = self._get_slot_mappings(
-            num_tokens_padded=padded if separate_kv_update else total,
+            num_tokens_padded=padded if self.ag_separate_kv_update else total,
             num_reqs_padded=num_reqs,
             num_tokens_unpadded=total,
         )
