@@ -27,6 +27,7 @@ def plot(results: list[dict[str, Any]], png: str) -> None:
             axis.plot(names, tpot, "o", label=f"run {number}: TPOT p50")
         axis.set(ylabel="TPOT p50 (ms)", title=f"concurrency {concurrency}", ylim=(0, None))
         axis.grid(True, alpha=0.3)
+        axis.tick_params(axis="x", rotation=25, labelsize=7)
         axis.legend(fontsize=8)
     env = results[0]["environment"]
     figure.suptitle(f"vllm bench serve on the CPU lane (2 cores), vLLM {env['vllm']}, torch {env['torch']}")

@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +22,24 @@ from typing import Any
 
 from ..vllm_plugin.server import served
 
-GRAPH_CC = '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
+GRAPH_CC = '{"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
+PIECES_CC = '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
 CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "eager": (["--enforce-eager"], {}),
     "vllm-cpu-default": ([], {"VLLM_PLUGINS": ""}),  # no plugin: vLLM's own CpuPlatform and its default mode
     "ascend_graph-sync": (["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "sync"}}'], {}),
     "ascend_graph-forward-async": (
         ["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "forward-async"}}'],
+        {},
+    ),
+    # The earlier design, for comparison: graphs per piece between attention ops, each running its traced ATen ops.
+    "ascend_graph-forward-async-pieces-aten": (
+        [
+            "-cc",
+            PIECES_CC,
+            "--additional-config",
+            '{"ascend_graph": {"mode": "forward-async", "lowering": "aten"}}',
+        ],
         {},
     ),
 }
@@ -126,6 +138,14 @@ def run_config(name: str, model_dir: Path, prompts: int, work: Path) -> dict[str
     return {"config": name, "startup_s": startup_s, "compilation_config_head": mode, "runs": runs}
 
 
+def _git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=32)
@@ -148,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
             "machine": platform.machine(),
+            "git_commit": _git_commit(),
         },
         "prompts": args.prompts,
         "configs": [],

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import os
 import random
 import time
@@ -45,7 +44,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from vllm.config import CUDAGraphMode
 from vllm.forward_context import set_forward_context
+from vllm.logger import init_logger
+from vllm.v1.attention.backend import AttentionCGSupport
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, AsyncModelRunnerOutput, ModelRunnerOutput, SamplerOutput
 from vllm.v1.utils import CpuGpuBuffer
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
@@ -53,8 +55,10 @@ from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
 from ..counters import bump
 from ..device.cpu import CPU_DEVICE, CpuEvent
+from .static_graph import AscendGraphStaticWrapper
 
-logger = logging.getLogger(__name__)
+# Under "vllm." so that vLLM's handler and format print it in every vLLM process.
+logger = init_logger("vllm." + __name__)
 
 MODES = ("sync", "forward-async")
 
@@ -194,6 +198,33 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         self.ag_random = random.Random(1000 + rank)
         if self.ag_unsafe:
             logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, forward-async reads live buffers (broken)")
+
+    # -- FULL graphs on the CPU lane -------------------------------------------------------------------------------
+
+    def load_model(self, *args: Any, **kwargs: Any) -> None:
+        super().load_model(*args, **kwargs)
+        if self.compilation_config.cudagraph_mode.has_full_cudagraphs():  # as GPUModelRunner wraps for CUDA graphs
+            self.model = AscendGraphStaticWrapper(self.model, self.vllm_config, runtime_mode=CUDAGraphMode.FULL)
+
+    def _check_and_update_cudagraph_mode(
+        self, attention_backends: Any, kv_cache_groups: Any, is_profiling: bool = False
+    ) -> None:
+        if self.speculative_config is not None or not self.compilation_config.cudagraph_mode.has_full_cudagraphs():
+            return super()._check_and_update_cudagraph_mode(attention_backends, kv_cache_groups, is_profiling)
+        # vLLM's CPU attention declares no CUDA-graph support, since a CUDA graph would freeze its metadata. A CPU
+        # graph replays the captured model, whose attention ops read the replayed step's metadata from the
+        # forward context: every batch shape is served, which is what AttentionCGSupport.ALWAYS declares.
+        mode = self.compilation_config.resolve_cudagraph_mode_and_sizes(
+            AttentionCGSupport.ALWAYS,
+            None,
+            self.uniform_decode_query_len,
+            use_v2_model_runner=False,
+            kv_cache_config=self.kv_cache_config,
+            max_num_reqs=self.max_num_reqs,
+            is_profiling=is_profiling,
+        )
+        self.cudagraph_dispatcher.initialize_cudagraph_keys(mode, self.uniform_decode_query_len)
+        return None
 
     # -- the device stream -------------------------------------------------------------------------------------
 

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-ALLOWED = {"mode": ("sync", "forward-async"), "debug": (True, False), "passes": None}  # passes: check_pass_names
+ALLOWED = {
+    "mode": ("sync", "forward-async"),
+    "lowering": ("inductor", "aten"),
+    "debug": (True, False),
+    "passes": None,  # check_pass_names
+}
 
 
 def parse_additional_config(additional_config: Mapping[str, Any] | None) -> dict[str, Any]:
     """`{"ascend_graph": {...}}` -> its options with defaults; unknown keys or values raise a ValueError naming
     the allowed ones. mode "sync": the graphs replay in vLLM's own step order; "forward-async": the host prepares
     step N+1 while step N runs (vLLM's async scheduling plus double-buffered static inputs, model_runner.py).
+    `lowering`: what runs inside each captured piece, "inductor" (compiled, default) or "aten" (the traced ops).
     `passes` names ascend_graph fusion passes to run on every piece vLLM compiles (or "all"); default none."""
     section = dict((additional_config or {}).get("ascend_graph") or {})
     unknown = sorted(set(section) - set(ALLOWED))
@@ -29,4 +35,4 @@ def parse_additional_config(additional_config: Mapping[str, Any] | None) -> dict
             raise ValueError(
                 f"additional_config.ascend_graph.{key}={value!r} is not allowed; allowed values are {ALLOWED[key]}"
             )
-    return {"mode": "sync", "debug": False, "passes": (), **section}
+    return {"mode": "sync", "lowering": "inductor", "debug": False, "passes": (), **section}

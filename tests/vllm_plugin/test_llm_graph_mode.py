@@ -40,7 +40,10 @@ PROMPTS = [
 MAX_TOKENS = [32 + 3 * i for i in range(len(PROMPTS))]
 
 
-GRAPH = {"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}
+# The README's user surface. On the CPU lane it captures the whole model once per size (platform.py).
+GRAPH = {"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}
+# Pieces between attention ops, as vLLM splits for CUDA graphs.
+PIECES = {"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}
 
 
 def _generate(
@@ -89,8 +92,23 @@ def test_llm_graph_sync_equals_eager_and_graphs_ran_in_the_worker(model_dir: Pat
     assert platform == "AscendGraphCpuPlatform"
     assert graph == eager
     assert counts["compiles"] > 0 and counts["captures"] > 0, counts
-    assert counts["replays"] > sum(MAX_TOKENS) // max(1, len(PROMPTS)), counts
+    assert counts["graph_wrappers"] == 1, counts  # FULL on the CPU lane: the whole model is one graph per size
+    # Every step with at most 8 running requests (the largest capture size) runs a graph: the last 8 prompts'
+    # extra tokens, give or take the step where the ninth-longest request finishes.
+    assert counts["captures"] + counts["replays"] >= MAX_TOKENS[-1] - MAX_TOKENS[-9] - 1, counts
     assert counts.get("vllm_async_steps", 0) == 0, counts
+
+
+@pytest.mark.slow
+def test_llm_graph_pieces_aten_lowering_with_passes_equals_eager(model_dir: Path, eager: list[list[int]]) -> None:
+    """Explicit splitting ops give one graph per piece between attention ops; the "aten" lowering runs each piece's
+    traced ops (no inductor), after the fusion passes rewrote them."""
+    options = {"mode": "sync", "lowering": "aten", "passes": "all"}
+    tokens, counts, _ = _generate(model_dir, compilation_config=PIECES, additional_config={"ascend_graph": options})
+    assert tokens == eager
+    assert counts["fused_ops"] > 0, counts
+    assert counts["graph_wrappers"] >= 3, counts  # 2 layers: at least the pieces before, between and after
+    assert counts["captures"] >= counts["graph_wrappers"] and counts["replays"] > 0, counts
 
 
 @pytest.mark.slow
@@ -135,12 +153,16 @@ def test_ascend_graph_options_name_the_allowed() -> None:
     from ascend_graph.vllm_plugin.options import parse_additional_config
 
     with pytest.raises(
-        ValueError, match=r"unknown key\(s\) \['modes'\]; allowed keys are \['debug', 'mode', 'passes'\]"
+        ValueError, match=r"unknown key\(s\) \['modes'\]; allowed keys are \['debug', 'lowering', 'mode', 'passes'\]"
     ):
         parse_additional_config({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
         parse_additional_config({"ascend_graph": {"mode": "fast"}})
-    assert parse_additional_config(None) == {"mode": "sync", "debug": False, "passes": ()}
+    assert parse_additional_config(None) == {"mode": "sync", "lowering": "inductor", "debug": False, "passes": ()}
+    with pytest.raises(
+        ValueError, match=r"lowering='torchair' is not allowed; allowed values are \('inductor', 'aten'\)"
+    ):
+        parse_additional_config({"ascend_graph": {"lowering": "torchair"}})
     assert parse_additional_config({"ascend_graph": {"mode": "forward-async"}})["mode"] == "forward-async"
     with pytest.raises(ValueError, match=r"unknown pass\(es\) \['fuse'\] in additional_config.ascend_graph.passes"):
         parse_additional_config({"ascend_graph": {"passes": ["fuse"]}})

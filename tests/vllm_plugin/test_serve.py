@@ -57,7 +57,7 @@ def test_serve_completions_chat_and_streaming_in_graph_mode(tmp_path: Path) -> N
     expected = _offline_eager(model_dir, env)
     server_args = [
         "--max-model-len", "256", "--dtype", "float32",
-        "-cc", '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}',
+        "-cc", '{"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}',
         "--additional-config", '{"ascend_graph": {"mode": "forward-async"}}',
     ]  # fmt: skip
     with served(model_dir, server_args, tmp_path / "server.log", env) as port:
@@ -91,4 +91,5 @@ def test_serve_completions_chat_and_streaming_in_graph_mode(tmp_path: Path) -> N
         streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chat_stream if chunk.choices)
         assert streamed == chat.choices[0].message.content
     engine_log = (tmp_path / "server.log").read_text()
-    assert "'backend': 'ascend_graph'" in engine_log and "'cudagraph_mode': <CUDAGraphMode.PIECEWISE: 1>" in engine_log
+    assert "'backend': 'ascend_graph'" in engine_log and "'cudagraph_mode': <CUDAGraphMode.FULL: 2>" in engine_log
+    assert "cudagraph_mode FULL_AND_PIECEWISE: one whole-model graph per size" in engine_log
