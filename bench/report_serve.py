@@ -1,6 +1,8 @@
 """Table and plot of the serving benchmark, from its JSON only.
 
 python bench/report_serve.py bench/results/serve_cpu.json --png bench/results/serve_cpu.png
+python bench/report_serve.py bench/results/serve_cpu_run{5,6,7,8}.json --first-run 5 \
+    --png bench/results/serve_cpu_run5678.png
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from ascend_graph.benchmarks.serve_bench import table
 
 
-def plot(results: list[dict[str, Any]], png: str) -> None:
+def plot(results: list[dict[str, Any]], png: str, first: int = 1) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +24,7 @@ def plot(results: list[dict[str, Any]], png: str) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
     names = [config["config"] for config in results[0]["configs"]]
     for axis, concurrency in zip(axes[0], ("1", "8"), strict=True):
-        for number, result in enumerate(results, 1):
+        for number, result in enumerate(results, first):
             tpot = [config["runs"][concurrency]["p50_tpot_ms"] for config in result["configs"]]
             axis.plot(names, tpot, "o", label=f"run {number}: TPOT p50")
         axis.set(ylabel="TPOT p50 (ms)", title=f"concurrency {concurrency}", ylim=(0, None))
@@ -39,11 +41,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--png")
+    parser.add_argument("--first-run", type=int, default=1, help="the number of the first run (table and legend)")
     args = parser.parse_args()
     results = [json.loads(Path(path).read_text()) for path in args.paths]
-    print(table(results))
+    print(table(results, args.first_run))
     if args.png:
-        plot(results, args.png)
+        plot(results, args.png, args.first_run)
         print(f"\nwrote {args.png}")
 
 

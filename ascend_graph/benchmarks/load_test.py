@@ -32,7 +32,7 @@ from typing import Any
 
 from ..vllm_plugin.server import served
 
-GRAPH_CC = '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
+GRAPH_CC = '{"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
 # max-num-seqs 8 = the largest capture size: every decode batch replays a captured graph (none falls back to eager),
 # and with 64 clients up to 56 requests wait in vLLM's queue, so disconnects hit running and waiting requests alike.
 # max-model-len 256 holds the longest prompt (~120 tokens) plus 48 new tokens; float32 as the other CPU-lane runs.

@@ -99,13 +99,14 @@ def _bench(model_dir: Path, port: int, concurrency: int, prompts: int, result_di
     return figures
 
 
-def table(results: list[dict[str, Any]]) -> str:
+def table(results: list[dict[str, Any]], first: int = 1) -> str:
+    """Markdown table of one or more results; runs are numbered from `first`."""
     lines = [
         "| run | config | concurrency | TTFT p50 / p99 ms | TPOT p50 / p99 ms | ITL p50 / p99 ms | output tok/s "
         "| failed |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for number, result in enumerate(results, 1):
+    for number, result in enumerate(results, first):
         for config in result["configs"]:
             for concurrency, run in config["runs"].items():
                 cells = [f"{run[f'p50_{m}_ms']:.1f} / {run[f'p99_{m}_ms']:.1f}" for m in ("ttft", "tpot", "itl")]
