@@ -313,7 +313,8 @@ def track_pieces() -> None:
     GraphCompiled.__init__ = init  # type: ignore[method-assign]
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """HEAD of the checkout this package runs from, or None outside git."""
     import subprocess
 
     try:
@@ -326,7 +327,7 @@ def _git_commit() -> str | None:
 
 def environment(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "python": platform.python_version(),

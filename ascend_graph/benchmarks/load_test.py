@@ -23,7 +23,6 @@ import os
 import platform
 import random
 import re
-import subprocess
 import tempfile
 import time
 import urllib.request
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..vllm_plugin.server import served
+from .decode_step import git_commit
 
 GRAPH_CC = '{"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
 # max-num-seqs 8 = the largest capture size: every decode batch replays a captured graph (none falls back to eager),
@@ -320,11 +320,9 @@ def environment() -> dict[str, Any]:
     import torch
     import vllm
 
-    root = Path(__file__).resolve().parents[2]
-    git = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git.stdout.strip() or None,
+        "git_commit": git_commit(),
         "torch": torch.__version__,
         "vllm": vllm.__version__,
         "openai": openai.__version__,

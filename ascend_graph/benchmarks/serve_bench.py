@@ -14,13 +14,13 @@ import datetime
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ..vllm_plugin.server import served
+from .decode_step import git_commit
 
 GRAPH_CC = '{"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
 PIECES_CC = '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
@@ -139,14 +139,6 @@ def run_config(name: str, model_dir: Path, prompts: int, work: Path) -> dict[str
     return {"config": name, "startup_s": startup_s, "compilation_config_head": mode, "runs": runs}
 
 
-def _git_commit() -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return done.stdout.strip()
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=32)
@@ -169,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "python": platform.python_version(),
             "cpu_count": os.cpu_count(),
             "machine": platform.machine(),
-            "git_commit": _git_commit(),
+            "git_commit": git_commit(),
         },
         "prompts": args.prompts,
         "configs": [],

