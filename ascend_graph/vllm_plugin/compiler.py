@@ -6,6 +6,8 @@ class decides what runs inside a captured piece (`additional_config.ascend_graph
 - "inductor" (default): the piece is compiled by vLLM's own inductor adaptor (the one vLLM's "inductor" backend
   uses, with its compile ranges and compile cache), so a captured piece replays generated C++ kernels.
 - "aten": the piece's ATen ops run as traced (no compile time; each op is one dispatch on every replay).
+- "host": the compiler the host platform itself names (vLLM's inductor on CPU and CUDA, vllm-ascend's on Ascend,
+  the default there); ascend_graph's passes run first.
 
 With `additional_config.ascend_graph.passes` each piece is retraced to ATen and the named fusion passes rewrite it
 first (ascend_graph.passes); the fused `ascend_graph::` ops stay calls to their kernels under inductor.
@@ -20,6 +22,7 @@ import torch
 import torch.fx
 from vllm.compilation.compiler_interface import CompilerInterface, InductorAdaptor, InductorStandaloneAdaptor
 from vllm.logger import init_logger
+from vllm.utils.import_utils import resolve_obj_by_qualname
 
 from ..counters import bump
 from ..passes import apply_passes
@@ -36,6 +39,18 @@ def inductor_adaptor(vllm_config: Any) -> CompilerInterface:
     if envs.VLLM_USE_STANDALONE_COMPILE and hasattr(torch._inductor, "standalone_compile"):
         return InductorStandaloneAdaptor(vllm_config.compilation_config.compile_cache_save_format)
     return InductorAdaptor()
+
+
+def host_compiler(vllm_config: Any) -> CompilerInterface:
+    """The compiler of the platform ascend_graph's platform extends (`host_compile_backend()`; "inductor" for
+    vLLM's CpuPlatform, which names none of its own)."""
+    from vllm.platforms import current_platform
+
+    host = getattr(current_platform, "host_compile_backend", None)
+    qualname = host() if host is not None else "inductor"
+    if qualname == "inductor":
+        return inductor_adaptor(vllm_config)
+    return resolve_obj_by_qualname(qualname)()
 
 
 class InductorDefunctionalizes:
@@ -68,13 +83,18 @@ class AscendGraphCompiler(CompilerInterface):
         self.passes: tuple[str, ...] = ()
         self.lowering = "inductor"
         self.inner: CompilerInterface | None = None
+        self.on_cpu = True
 
     def compute_hash(self, vllm_config: Any) -> str:
-        options = parse_additional_config(vllm_config.additional_config)
+        from vllm.platforms import current_platform
+
+        default = getattr(current_platform, "ascend_graph_default_lowering", "inductor")
+        options = parse_additional_config(vllm_config.additional_config, default_lowering=default)
         self.passes, self.lowering = tuple(options["passes"]), options["lowering"]
+        self.on_cpu = current_platform.is_cpu()
         digest = f"ascend_graph-{self.lowering}-v2"
-        if self.lowering == "inductor":
-            self.inner = inductor_adaptor(vllm_config)
+        if self.lowering != "aten":
+            self.inner = inductor_adaptor(vllm_config) if self.lowering == "inductor" else host_compiler(vllm_config)
             digest += "-" + self.inner.compute_hash(vllm_config)
         return digest + ("-passes-" + "-".join(self.passes) if self.passes else "")
 
@@ -97,7 +117,8 @@ class AscendGraphCompiler(CompilerInterface):
             bump("fused_ops", report.fused)
         if self.inner is None:
             return graph, None  # aten: no artifact to cache, recompiling a piece is free
-        _without_cuda_defunctionalization(compiler_config)
+        if self.on_cpu:  # on CUDA vLLM's pass has the kernels it compares against
+            _without_cuda_defunctionalization(compiler_config)
         return self.inner.compile(graph, example_inputs, compiler_config, compile_range, key)
 
     def load(

@@ -7,17 +7,21 @@ from typing import Any
 
 ALLOWED = {
     "mode": ("sync", "forward-async"),
-    "lowering": ("inductor", "aten"),
+    "lowering": ("inductor", "aten", "host"),
     "debug": (True, False),
     "passes": None,  # check_pass_names
 }
 
 
-def parse_additional_config(additional_config: Mapping[str, Any] | None) -> dict[str, Any]:
+def parse_additional_config(
+    additional_config: Mapping[str, Any] | None, default_lowering: str = "inductor"
+) -> dict[str, Any]:
     """`{"ascend_graph": {...}}` -> its options with defaults; unknown keys or values raise a ValueError naming
     the allowed ones. mode "sync": the graphs replay in vLLM's own step order; "forward-async": the host prepares
     step N+1 while step N runs (vLLM's async scheduling plus double-buffered static inputs, model_runner.py).
-    `lowering`: what runs inside each captured piece, "inductor" (compiled, default) or "aten" (the traced ops).
+    `lowering`: what runs inside each captured piece, "inductor" (vLLM's inductor adaptor; the default on CPU and
+    CUDA), "aten" (the traced ops) or "host" (the host platform's own compiler: vLLM's inductor on CPU and CUDA,
+    vllm-ascend's on Ascend, where it is the default: `default_lowering`).
     `passes` names ascend_graph fusion passes to run on every piece vLLM compiles (or "all"); default none."""
     section = dict((additional_config or {}).get("ascend_graph") or {})
     unknown = sorted(set(section) - set(ALLOWED))
@@ -35,4 +39,4 @@ def parse_additional_config(additional_config: Mapping[str, Any] | None) -> dict
             raise ValueError(
                 f"additional_config.ascend_graph.{key}={value!r} is not allowed; allowed values are {ALLOWED[key]}"
             )
-    return {"mode": "sync", "lowering": "inductor", "debug": False, "passes": (), **section}
+    return {"mode": "sync", "lowering": default_lowering, "debug": False, "passes": (), **section}

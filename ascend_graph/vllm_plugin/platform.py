@@ -18,17 +18,14 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm.platforms.cpu import CpuPlatform
 
+from .graph_mode import CompilerMixin, check_forward_async_supported, eager_requested
 from .options import parse_additional_config
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
 
 
-class AscendGraphCpuPlatform(CpuPlatform):
-    @classmethod
-    def get_compile_backend(cls) -> str:
-        return "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
-
+class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
     @classmethod
     def support_static_graph_mode(cls) -> bool:
         return True
@@ -48,7 +45,7 @@ class AscendGraphCpuPlatform(CpuPlatform):
         custom_ops = vllm_config.compilation_config.custom_ops
         if (
             not eager_requested(vllm_config)
-            and options["lowering"] == "inductor"
+            and options["lowering"] in ("inductor", "host")  # "host" is vLLM's inductor on this platform
             and all(c not in custom_ops for c in ("all", "none"))
         ):
             custom_ops.append("none")
@@ -110,33 +107,5 @@ class AscendGraphCpuPlatform(CpuPlatform):
         )
 
 
-def eager_requested(vllm_config: Any) -> bool:
-    """The user asked for no graphs: enforce_eager, compilation mode NONE or cudagraph_mode NONE."""
-    from vllm.config import CompilationMode, CUDAGraphMode
-
-    compilation, model_config = vllm_config.compilation_config, vllm_config.model_config
-    return (model_config is not None and model_config.enforce_eager) or (
-        compilation.mode == CompilationMode.NONE or compilation.cudagraph_mode == CUDAGraphMode.NONE
-    )
-
-
 CPU_WORKER = "vllm.v1.worker.cpu_worker.CPUWorker"
 WORKER = "ascend_graph.vllm_plugin.worker.AscendGraphCPUWorker"
-
-
-def check_forward_async_supported(vllm_config: Any) -> None:
-    """Refuse, naming the setting, the combinations forward-async does not support yet."""
-    problems = []
-    if vllm_config.speculative_config is not None:
-        problems.append("speculative decoding (speculative_config): drop it or use mode 'sync'")
-    if vllm_config.parallel_config.pipeline_parallel_size > 1:
-        problems.append("pipeline parallelism (pipeline_parallel_size > 1): use tensor parallelism or mode 'sync'")
-    if vllm_config.parallel_config.data_parallel_size > 1:
-        problems.append("data parallelism (data_parallel_size > 1): use tensor parallelism or mode 'sync'")
-    model_config = vllm_config.model_config
-    if model_config is not None and model_config.runner_type == "pooling":
-        problems.append("pooling models (runner='pooling'): use mode 'sync'")
-    if vllm_config.lora_config is not None:
-        problems.append("LoRA (enable_lora): use mode 'sync'")
-    if problems:
-        raise ValueError("ascend_graph mode 'forward-async' does not support " + "; ".join(problems))

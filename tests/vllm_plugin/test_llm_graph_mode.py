@@ -160,7 +160,7 @@ def test_ascend_graph_options_name_the_allowed() -> None:
         parse_additional_config({"ascend_graph": {"mode": "fast"}})
     assert parse_additional_config(None) == {"mode": "sync", "lowering": "inductor", "debug": False, "passes": ()}
     with pytest.raises(
-        ValueError, match=r"lowering='torchair' is not allowed; allowed values are \('inductor', 'aten'\)"
+        ValueError, match=r"lowering='torchair' is not allowed; allowed values are \('inductor', 'aten', 'host'\)"
     ):
         parse_additional_config({"ascend_graph": {"lowering": "torchair"}})
     assert parse_additional_config({"ascend_graph": {"mode": "forward-async"}})["mode"] == "forward-async"

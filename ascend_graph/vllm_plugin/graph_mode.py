@@ -1,0 +1,78 @@
+"""What every ascend_graph platform decides the same way: eager requests, forward-async's limits, and (on the
+accelerator hosts, CUDA and Ascend) how the `ascend_graph` options map onto the host's own graph mode.
+
+No vLLM import at module level: `vllm.config` imports `vllm.platforms.current_platform`, and the platform modules
+import this one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COMPILER = "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
+
+
+class CompilerMixin:
+    """Put before the host platform class: vLLM compiles with ascend_graph's compiler, whose "host" lowering asks
+    `host_compile_backend()` for the compiler the host platform itself names."""
+
+    @classmethod
+    def get_compile_backend(cls) -> str:
+        return COMPILER
+
+    @classmethod
+    def host_compile_backend(cls) -> str:
+        return super().get_compile_backend()  # type: ignore[misc]
+
+
+def eager_requested(vllm_config: Any) -> bool:
+    """The user asked for no graphs: enforce_eager, compilation mode NONE or cudagraph_mode NONE."""
+    from vllm.config import CompilationMode, CUDAGraphMode
+
+    compilation, model_config = vllm_config.compilation_config, vllm_config.model_config
+    return (model_config is not None and model_config.enforce_eager) or (
+        compilation.mode == CompilationMode.NONE or compilation.cudagraph_mode == CUDAGraphMode.NONE
+    )
+
+
+def check_forward_async_supported(vllm_config: Any) -> None:
+    """Refuse, naming the setting, the combinations forward-async does not support yet."""
+    problems = []
+    if vllm_config.speculative_config is not None:
+        problems.append("speculative decoding (speculative_config): drop it or use mode 'sync'")
+    if vllm_config.parallel_config.pipeline_parallel_size > 1:
+        problems.append("pipeline parallelism (pipeline_parallel_size > 1): use tensor parallelism or mode 'sync'")
+    if vllm_config.parallel_config.data_parallel_size > 1:
+        problems.append("data parallelism (data_parallel_size > 1): use tensor parallelism or mode 'sync'")
+    model_config = vllm_config.model_config
+    if model_config is not None and model_config.runner_type == "pooling":
+        problems.append("pooling models (runner='pooling'): use mode 'sync'")
+    if vllm_config.lora_config is not None:
+        problems.append("LoRA (enable_lora): use mode 'sync'")
+    if problems:
+        raise ValueError("ascend_graph mode 'forward-async' does not support " + "; ".join(problems))
+
+
+def configure_host_graph_mode(vllm_config: Any, options: dict[str, Any], host: str, logger: Any) -> None:
+    """CUDA and Ascend, after the host platform's own config hook: the host keeps its model runner, its graph
+    wrapper (vLLM's CUDAGraphWrapper, vllm-ascend's ACLGraphWrapper) and its capture sizes; ascend_graph compiles
+    every piece (its fusion passes, then the lowering) and `mode` picks the host runner's step structure: "sync"
+    without async scheduling, "forward-async" with it (the host prepares step N+1 while the graph of step N runs and
+    sampled tokens stay on the device: vLLM's GPU runner, and vllm-ascend's runner since its "fully overlap model
+    execution" change, which this project started from)."""
+    if eager_requested(vllm_config):
+        logger.info("ascend_graph on %s: graph mode off (eager requested)", host)
+        return
+    vllm_config.compilation_config.backend = "ascend_graph"  # any non-inductor name: vLLM asks get_compile_backend()
+    if options["mode"] == "forward-async":
+        check_forward_async_supported(vllm_config)
+    vllm_config.scheduler_config.async_scheduling = options["mode"] == "forward-async"
+    logger.info(
+        "ascend_graph on %s: graph mode on (%s, %s lowering; the host's runner captures and replays), "
+        "cudagraph_mode %s, capture sizes %s",
+        host,
+        options["mode"],
+        options["lowering"],
+        vllm_config.compilation_config.cudagraph_mode,
+        vllm_config.compilation_config.cudagraph_capture_sizes,
+    )

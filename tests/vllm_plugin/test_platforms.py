@@ -1,0 +1,166 @@
+"""Which platform ascend_graph names on which host, and the rules the accelerator platforms (CUDA, Ascend) share.
+
+The CPU lane has neither vLLM's CUDA build nor vllm-ascend, so the CUDA and Ascend platform classes are imported
+here over stand-in host classes: those tests prove call order and the options' checks only, never that the
+platforms work inside vLLM on a GPU or an NPU (README: unverified).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+vllm = pytest.importorskip("vllm")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ascend_graph.models.tiny_hf import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("vllm") / "tiny-qwen3")
+
+
+def test_platform_plugin_names_the_cpu_platform_here_and_stays_out_beside_vllm_ascend_unless_chosen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ascend_graph.vllm_plugin as plugin
+
+    monkeypatch.delenv("VLLM_PLUGINS", raising=False)
+    assert plugin.platform_plugin() == "ascend_graph.vllm_plugin.platform.AscendGraphCpuPlatform"
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        plugin.importlib.util,
+        "find_spec",
+        lambda name, *args: object() if name == "vllm_ascend" else real_find_spec(name, *args),
+    )
+    # vLLM refuses to start when two platform plugins activate: beside vllm-ascend, only an explicit choice counts.
+    assert plugin.platform_plugin() is None
+    monkeypatch.setenv("VLLM_PLUGINS", "ascend_graph,ascend_kv_connector")
+    assert plugin.platform_plugin() == "ascend_graph.vllm_plugin.platform_npu.AscendGraphNpuPlatform"
+    monkeypatch.setenv("VLLM_PLUGINS", "ascend")  # ours is not loaded at all then; if called anyway, stay out
+    assert plugin.platform_plugin() is None
+
+
+def _config(model_dir: Path, **engine_args: Any) -> Any:
+    from vllm.engine.arg_utils import EngineArgs
+
+    return EngineArgs(model=str(model_dir), max_model_len=256, **engine_args).create_engine_config()
+
+
+def test_host_graph_mode_maps_the_options_onto_the_hosts_runner(model_dir: Path) -> None:
+    from ascend_graph.vllm_plugin.graph_mode import configure_host_graph_mode
+    from ascend_graph.vllm_plugin.options import parse_additional_config
+
+    log = logging.getLogger("test")
+    for mode, overlapped in (("forward-async", True), ("sync", False)):
+        config = _config(model_dir)
+        configure_host_graph_mode(config, parse_additional_config({"ascend_graph": {"mode": mode}}), "test", log)
+        assert config.scheduler_config.async_scheduling is overlapped
+        assert config.compilation_config.backend == "ascend_graph"
+
+    eager = _config(model_dir, enforce_eager=True)
+    backend, overlap = eager.compilation_config.backend, eager.scheduler_config.async_scheduling
+    configure_host_graph_mode(eager, parse_additional_config({"ascend_graph": {"mode": "forward-async"}}), "t", log)
+    assert (eager.compilation_config.backend, eager.scheduler_config.async_scheduling) == (backend, overlap)
+
+    config = _config(model_dir)
+    config.parallel_config.pipeline_parallel_size = 2
+    with pytest.raises(ValueError, match=r"pipeline parallelism \(pipeline_parallel_size > 1\)"):
+        configure_host_graph_mode(config, parse_additional_config({"ascend_graph": {"mode": "forward-async"}}), "", log)
+
+
+class _HostPlatform:
+    """Stands in for vLLM's CudaPlatform / vllm-ascend's NPUPlatform: records its config hook."""
+
+    calls: list[str] = []
+
+    @classmethod
+    def get_compile_backend(cls) -> str:
+        return "host.Compiler"
+
+    @classmethod
+    def check_and_update_config(cls, vllm_config: Any) -> None:
+        cls.calls.append("host hook")
+
+
+@pytest.mark.parametrize(
+    ("module", "host_module", "host_name", "cls", "default_lowering"),
+    [
+        ("platform_cuda", "vllm.platforms.cuda", "CudaPlatform", "AscendGraphCudaPlatform", "inductor"),
+        ("platform_npu", "vllm_ascend.platform", "NPUPlatform", "AscendGraphNpuPlatform", "host"),
+    ],
+)
+def test_accelerator_platforms_call_order_over_stand_in_hosts(
+    monkeypatch: pytest.MonkeyPatch,
+    model_dir: Path,
+    module: str,
+    host_module: str,
+    host_name: str,
+    cls: str,
+    default_lowering: str,
+) -> None:
+    """Call order only (stand-in hosts): options checked before the host's hook, the host's hook, then the
+    mapping; the compiler is ascend_graph's and the "host" lowering names the host's own compiler."""
+    stand_in = types.ModuleType(host_module)
+    setattr(stand_in, host_name, _HostPlatform)
+    monkeypatch.setitem(sys.modules, host_module, stand_in)
+    if host_module.startswith("vllm_ascend"):
+        monkeypatch.setitem(sys.modules, "vllm_ascend", types.ModuleType("vllm_ascend"))
+    monkeypatch.delitem(sys.modules, f"ascend_graph.vllm_plugin.{module}", raising=False)
+    platform = getattr(importlib.import_module(f"ascend_graph.vllm_plugin.{module}"), cls)
+    _HostPlatform.calls = []
+
+    assert platform.get_compile_backend() == "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
+    assert platform.host_compile_backend() == "host.Compiler"
+    assert getattr(platform, "ascend_graph_default_lowering", "inductor") == default_lowering
+
+    config = _config(model_dir, additional_config={"ascend_graph": {"mode": "forward-async"}})
+    platform.check_and_update_config(config)
+    assert _HostPlatform.calls == ["host hook"]
+    assert config.scheduler_config.async_scheduling is True and config.compilation_config.backend == "ascend_graph"
+
+    # (The CPU platform active here would refuse these already while the engine config is built: set them after.)
+    config.additional_config["ascend_graph"] = {"lowering": "torchair"}
+    with pytest.raises(ValueError, match=r"lowering='torchair' is not allowed"):
+        platform.check_and_update_config(config)
+    assert _HostPlatform.calls == ["host hook"]  # refused before the host's hook ran
+    config.additional_config["ascend_graph"] = {"lowering": "inductor"}
+    if module == "platform_npu":
+        with pytest.raises(ValueError, match=r"'inductor' is not available on Ascend; allowed there are 'host'"):
+            platform.check_and_update_config(config)
+    else:
+        platform.check_and_update_config(config)
+        assert _HostPlatform.calls == ["host hook"] * 2
+
+
+def test_host_lowering_compiles_with_the_host_platforms_own_compiler(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path
+) -> None:
+    from vllm.compilation.compiler_interface import EagerAdaptor, InductorAdaptor, InductorStandaloneAdaptor
+    from vllm.platforms import current_platform
+
+    from ascend_graph.vllm_plugin.compiler import AscendGraphCompiler
+
+    config = _config(model_dir, additional_config={"ascend_graph": {"lowering": "host"}})
+    compiler = AscendGraphCompiler()
+    digest = compiler.compute_hash(config)
+    assert isinstance(compiler.inner, InductorAdaptor | InductorStandaloneAdaptor)  # CpuPlatform names inductor
+    assert digest.startswith("ascend_graph-host-")
+
+    # A host that names its own compiler (vllm-ascend's, on Ascend) gets that one.
+    monkeypatch.setattr(
+        type(current_platform),
+        "host_compile_backend",
+        classmethod(lambda cls: "vllm.compilation.compiler_interface.EagerAdaptor"),
+        raising=False,
+    )
+    compiler = AscendGraphCompiler()
+    compiler.compute_hash(config)
+    assert isinstance(compiler.inner, EagerAdaptor)
