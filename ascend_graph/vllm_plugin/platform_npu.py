@@ -30,7 +30,9 @@ class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
 
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
-        options = parse_additional_config(vllm_config.additional_config, default_lowering="host")
+        options = parse_additional_config(
+            vllm_config.additional_config, default_lowering=cls.ascend_graph_default_lowering
+        )
         if options["lowering"] == "inductor":
             raise ValueError(
                 "additional_config.ascend_graph.lowering='inductor' is not available on Ascend; allowed there are "
