@@ -34,6 +34,8 @@ class Capture:
     pool_bytes: int = 0
     # bytes of the static input buffers and static outputs this size holds (on every device)
     static_bytes: int = 0
+    # whether the captured callable returned a sequence (the caller unwraps a single output otherwise)
+    returns_tuple: bool = True
 
     @property
     def outputs(self) -> tuple[Any, ...]:
@@ -77,29 +79,22 @@ def static_args(
     return tuple(args), buffers
 
 
-def capture_one(
+def capture_graph(
     runnable: Callable[..., Any],
     args: tuple[Any, ...],
-    buffers: dict[int, torch.Tensor],
     size: int | None,
     device: GraphDevice,
     pool: Any,
-    warmup_iters: int,
+    buffers: dict[int, torch.Tensor] | None = None,
+    stream: Any = None,
 ) -> Capture:
-    """Warm up on a side stream (lazy initialisation must not be captured), then capture."""
-    side = device.new_stream()
-    side.wait_stream(device.current_stream())
-    with device.use_stream(side):
-        for _ in range(warmup_iters):
-            runnable(*args)
-    device.current_stream().wait_stream(side)
-    device.synchronize()
-    # torch.cuda.graph empties the allocator cache on entry: do it first, so the reserved delta is the pool's growth
-    device.release_cached()
+    """The capture step every engine uses (the standalone backend, the runner, vLLM's wrappers): capture
+    `runnable(*args)` into `pool` (on `stream` where given) and account for it — seconds, allocator growth (the graph
+    pool), static bytes. Warm-up is the caller's: vLLM's capture loop warms up itself."""
+    buffers = buffers or {}
     before, reserved_before = device.memory_allocated(), device.memory_reserved()
     start = time.perf_counter()
-    graph = device.capture(runnable, args, pool)
-    device.synchronize()
+    graph = device.capture(runnable, args, pool) if stream is None else device.capture(runnable, args, pool, stream)
     seconds = time.perf_counter() - start
     graph_bytes = max(device.memory_allocated() - before, getattr(graph, "nbytes", 0))
     pool_bytes = device.memory_reserved() - reserved_before
@@ -109,6 +104,30 @@ def capture_one(
     bump("captures")
     logger.debug("captured size %s in %.3f s (%d bytes, pool +%d)", size, seconds, graph_bytes, pool_bytes)
     return Capture(size, graph, args, buffers, seconds, graph_bytes, pool_bytes, static_bytes)
+
+
+def capture_one(
+    runnable: Callable[..., Any],
+    args: tuple[Any, ...],
+    buffers: dict[int, torch.Tensor],
+    size: int | None,
+    device: GraphDevice,
+    pool: Any,
+    warmup_iters: int,
+) -> Capture:
+    """Warm up on a side stream (lazy initialisation must not be captured), then capture (`capture_graph`)."""
+    side = device.new_stream()
+    side.wait_stream(device.current_stream())
+    with device.use_stream(side):
+        for _ in range(warmup_iters):
+            runnable(*args)
+    device.current_stream().wait_stream(side)
+    device.synchronize()
+    # torch.cuda.graph empties the allocator cache on entry: do it first, so the reserved delta is the pool's growth
+    device.release_cached()
+    capture = capture_graph(runnable, args, size, device, pool, buffers)
+    device.synchronize()
+    return capture
 
 
 def capture_all(

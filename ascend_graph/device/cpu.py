@@ -199,7 +199,7 @@ class CpuDevice:
     def graph_pool(self) -> None:
         return None  # host memory has no graph pool; static buffers are plain tensors
 
-    def capture(self, fn: Callable[..., Any], args: Sequence[Any], pool: Any) -> CpuGraph:
+    def capture(self, fn: Callable[..., Any], args: Sequence[Any], pool: Any, stream: Any = None) -> CpuGraph:
         """Run `fn` once now (the capture run) and keep fresh static copies of its outputs."""
         self.current_stream().synchronize()
         results = _as_tuple(fn(*args))

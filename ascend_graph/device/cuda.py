@@ -45,9 +45,11 @@ class CudaDevice:
     def graph_pool(self) -> Any:
         return torch.cuda.graph_pool_handle()
 
-    def capture(self, fn: Callable[..., Any], args: Sequence[Any], pool: Any) -> CudaGraph:
+    def capture(self, fn: Callable[..., Any], args: Sequence[Any], pool: Any, stream: Any = None) -> CudaGraph:
+        """Capture `fn(*args)`; `stream` None captures on torch's own side stream, else on `stream` (vLLM captures on
+        the stream its `graph_capture` context made current, which its collectives also use)."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool):
+        with torch.cuda.graph(graph, pool=pool, stream=stream):
             results = fn(*args)
         outputs = tuple(results) if isinstance(results, list | tuple) else (results,)
         return CudaGraph(graph, outputs)

@@ -66,10 +66,10 @@ class NpuDevice:
     def graph_pool(self) -> Any:
         return _npu().graph_pool_handle()
 
-    def capture(self, fn: Callable[..., Any], args: Sequence[Any], pool: Any) -> NpuGraph:
+    def capture(self, fn: Callable[..., Any], args: Sequence[Any], pool: Any, stream: Any = None) -> NpuGraph:
         npu = _npu()
         graph = npu.NPUGraph()
-        with npu.graph(graph, pool=pool):
+        with npu.graph(graph, pool=pool, stream=stream):
             results = fn(*args)
         outputs = tuple(results) if isinstance(results, list | tuple) else (results,)
         return NpuGraph(graph, outputs)

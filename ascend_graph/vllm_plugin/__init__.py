@@ -70,6 +70,13 @@ def worker_counters(worker: object) -> dict[str, int]:
     return counters()
 
 
+def worker_graphs(worker: object) -> dict[str, object]:
+    """For `LLM.collective_rpc(worker_graphs)`: what ascend_graph's model runner captured in that worker (its
+    mode, FULL graphs, static sets, capture time, fallbacks); empty where another runner runs."""
+    report = getattr(getattr(worker, "model_runner", None), "ascend_graph_report", None)
+    return report() if report is not None else {}
+
+
 def worker_platform(worker: object) -> str:
     """For `LLM.collective_rpc(worker_platform)`: the class name of the platform active in that worker."""
     from vllm.platforms import current_platform

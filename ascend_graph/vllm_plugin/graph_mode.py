@@ -54,12 +54,11 @@ def check_forward_async_supported(vllm_config: Any) -> None:
 
 
 def configure_host_graph_mode(vllm_config: Any, options: dict[str, Any], host: str, logger: Any) -> None:
-    """CUDA and Ascend, after the host platform's own config hook: the host keeps its model runner, its graph
-    wrapper (vLLM's CUDAGraphWrapper, vllm-ascend's ACLGraphWrapper) and its capture sizes; ascend_graph compiles
-    every piece (its fusion passes, then the lowering) and `mode` picks the host runner's step structure: "sync"
-    without async scheduling, "forward-async" with it (the host prepares step N+1 while the graph of step N runs and
-    sampled tokens stay on the device: vLLM's GPU runner, and vllm-ascend's runner since its "fully overlap model
-    execution" change, which this project started from)."""
+    """CUDA and Ascend, after the host platform's own config hook: ascend_graph compiles every piece (its fusion
+    passes, then the lowering) and `mode` picks the step structure: "sync" without async scheduling,
+    "forward-async" with it (the host prepares step N+1 while the graph of step N runs and sampled tokens stay on
+    the device). Who captures and replays is `graph_runner`'s choice, applied by the platform: ascend_graph's own
+    wrapper and worker, or the host's (vLLM's CUDAGraphWrapper and runner, vllm-ascend's ACLGraphWrapper)."""
     if eager_requested(vllm_config):
         logger.info("ascend_graph on %s: graph mode off (eager requested)", host)
         return
@@ -68,11 +67,12 @@ def configure_host_graph_mode(vllm_config: Any, options: dict[str, Any], host: s
         check_forward_async_supported(vllm_config)
     vllm_config.scheduler_config.async_scheduling = options["mode"] == "forward-async"
     logger.info(
-        "ascend_graph on %s: graph mode on (%s, %s lowering; the host's runner captures and replays), "
+        "ascend_graph on %s: graph mode on (%s, %s lowering, graphs captured and replayed by %s), "
         "cudagraph_mode %s, capture sizes %s",
         host,
         options["mode"],
         options["lowering"],
+        "ascend_graph" if options["graph_runner"] == "ascend_graph" else "the host's runner",
         vllm_config.compilation_config.cudagraph_mode,
         vllm_config.compilation_config.cudagraph_capture_sizes,
     )

@@ -10,6 +10,7 @@ ALLOWED = {
     "lowering": ("inductor", "aten", "host"),
     "debug": (True, False),
     "passes": None,  # check_pass_names
+    "graph_runner": ("ascend_graph", "vllm"),
 }
 
 
@@ -22,7 +23,10 @@ def parse_additional_config(
     `lowering`: what runs inside each captured piece, "inductor" (vLLM's inductor adaptor; the default on CPU and
     CUDA), "aten" (the traced ops) or "host" (the host platform's own compiler: vLLM's inductor on CPU and CUDA,
     vllm-ascend's on Ascend, where it is the default: `default_lowering`).
-    `passes` names ascend_graph fusion passes to run on every piece vLLM compiles (or "all"); default none."""
+    `passes` names ascend_graph fusion passes to run on every piece vLLM compiles (or "all"); default none.
+    `graph_runner` (CUDA): "ascend_graph" (default) captures and replays with ascend_graph's own wrapper, capture
+    step and static sets; "vllm" keeps vLLM's CUDAGraphWrapper and runner (ascend_graph only compiles), the
+    baseline."""
     section = dict((additional_config or {}).get("ascend_graph") or {})
     unknown = sorted(set(section) - set(ALLOWED))
     if unknown:
@@ -39,4 +43,11 @@ def parse_additional_config(
             raise ValueError(
                 f"additional_config.ascend_graph.{key}={value!r} is not allowed; allowed values are {ALLOWED[key]}"
             )
-    return {"mode": "sync", "lowering": default_lowering, "debug": False, "passes": (), **section}
+    defaults = {
+        "mode": "sync",
+        "lowering": default_lowering,
+        "debug": False,
+        "passes": (),
+        "graph_runner": "ascend_graph",
+    }
+    return {**defaults, **section}

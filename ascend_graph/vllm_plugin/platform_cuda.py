@@ -1,11 +1,11 @@
-"""The ascend_graph platform on CUDA: vLLM's CUDA platform with the ascend_graph compiler.
+"""The ascend_graph platform on CUDA: vLLM's CUDA platform with ascend_graph's graph mode.
 
-UNVERIFIED IN vLLM: vLLM for CUDA is not in this project's reach (the lent GPU machine has no vLLM and no package
-index, and the CPU machines cannot import vLLM's CUDA platform). This file is written against vLLM 0.32's
-`vllm.platforms.cuda.CudaPlatform` and has never run inside vLLM. ascend_graph's CUDA-graph device and standalone
-backend are verified on an H100 (README); here vLLM's own runner and CUDAGraphWrapper capture and replay, which are
-vLLM's verified path, and ascend_graph contributes the compiler (fusion passes, then vLLM's inductor or the plain
-ATen graph) and maps `mode` onto vLLM's async scheduling (graph_mode.py).
+Verified on the H200 with vLLM 0.26.0 (its Model Runner V2; bench/results/, README). By default
+(`graph_runner: "ascend_graph"`) ascend_graph compiles every piece (its passes, then the lowering), captures and
+replays the graphs itself — FULL graphs through `gpu_runner.AscendGraphCudaGraphs`, PIECEWISE pieces through
+`static_graph.AscendGraphStaticWrapper` — and runs `mode` in its worker (`gpu_worker.AscendGraphGPUWorker`): "sync"
+without async scheduling, "forward-async" with it and two static input sets. `graph_runner: "vllm"` keeps vLLM's
+CUDAGraphWrapper and runner and only compiles (the baseline, and the path of the earlier releases).
 """
 
 from __future__ import annotations
@@ -15,15 +15,45 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm.platforms.cuda import CudaPlatform
 
-from .graph_mode import CompilerMixin, configure_host_graph_mode
+from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requested
 from .options import parse_additional_config
 
 logger = init_logger("vllm." + __name__)
 
+WRAPPER = "ascend_graph.vllm_plugin.static_graph.AscendGraphStaticWrapper"
+WORKER = "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
+
+
+def _own_graphs(vllm_config: Any) -> bool:
+    return parse_additional_config(vllm_config.additional_config)["graph_runner"] == "ascend_graph"
+
 
 class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
+    @classmethod
+    def get_static_graph_wrapper_cls(cls) -> str:
+        from vllm.config import get_current_vllm_config_or_none
+
+        config = get_current_vllm_config_or_none()
+        if config is None or _own_graphs(config):
+            return WRAPPER
+        return super().get_static_graph_wrapper_cls()
+
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
         options = parse_additional_config(vllm_config.additional_config)  # unknown keys or values raise here
         super().check_and_update_config(vllm_config)
         configure_host_graph_mode(vllm_config, options, "CUDA", logger)
+        if eager_requested(vllm_config) or options["graph_runner"] != "ascend_graph":
+            return
+        parallel = vllm_config.parallel_config
+        if parallel.worker_cls in ("auto", CUDA_WORKER):
+            parallel.worker_cls = WORKER
+        elif parallel.worker_cls != WORKER:
+            raise ValueError(
+                f"ascend_graph graph mode runs its own worker ({WORKER}); worker_cls={parallel.worker_cls!r} cannot "
+                "be combined with it: leave worker_cls unset, set additional_config.ascend_graph.graph_runner="
+                "'vllm', or run eager (enforce_eager=True)"
+            )
+
+
+CUDA_WORKER = "vllm.v1.worker.gpu_worker.Worker"

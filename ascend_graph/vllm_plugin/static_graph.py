@@ -1,24 +1,38 @@
-"""vLLM's static graph wrapper for ascend_graph: one captured graph per batch descriptor.
+"""vLLM's static graph wrapper for ascend_graph: one captured graph per batch descriptor and input address set.
 
-vLLM constructs one wrapper around each piece of the compiled model (on the CPU lane by default a single piece,
-the whole model: see platform.py) and calls it inside a forward context that
-names the runtime mode and the (padded) batch descriptor. The wrapper captures on the first call of a descriptor
-and replays afterwards; outside graph mode it calls the piece directly. Like vLLM's CUDAGraphWrapper it owns no
-input buffers and copies nothing in: a graph is kept per (batch descriptor, input addresses). vLLM's own path
-keeps its buffers at stable addresses (one graph per descriptor); forward-async feeds two static input sets, so
-each piece gets one graph per (descriptor, set) — copying set B's inputs into set A's addresses would write a
-buffer the host may be filling for the next step (DESIGN.md §5 hazard 3).
+vLLM constructs one wrapper around each piece of the compiled model (PIECEWISE: one per piece between attention
+ops; on the CPU lane's FULL mode the whole model, see platform.py) and calls it inside a forward context that names
+the runtime mode and the (padded) batch descriptor. The wrapper captures on the first call of a descriptor through
+the device layer (`capture.capture_graph`, the one capture step of the project) into the platform's global graph
+pool, and replays afterwards; outside graph mode it calls the piece directly.
+
+What it deliberately does not do: like vLLM's CUDAGraphWrapper it owns no input buffers and copies nothing in. A
+graph is kept per (batch descriptor, input addresses): vLLM's own path keeps its buffers at stable addresses (one
+graph per descriptor); forward-async feeds two static input sets, so each piece gets one graph per (descriptor,
+set) — copying set B's inputs into set A's addresses would write a buffer that the host or the device may be
+filling for the next step (docs/design.md, hazard 3).
+
+On an accelerator (CUDA, NPU) it captures only while the model runner's capture window is open (vLLM's
+`cudagraph_capturing_enabled`, set by the runner around `capture_model`); a descriptor first seen later runs
+eagerly, logged once and counted. Graph outputs are kept as weak references there, as vLLM does, so that every
+graph of the pool can reuse the memory of the others. On the CPU lane replay is asynchronous on the CPU stream and
+the wrapper waits for it before handing outputs to vLLM (host code reads them directly).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import torch
+from vllm.compilation import monitor
 from vllm.config import CUDAGraphMode
 from vllm.forward_context import get_forward_context, is_forward_context_available
 from vllm.logger import init_logger
 
+from ..capture import Capture, capture_graph
 from ..counters import bump
 from ..device import get_device
 from ..fallbacks import SizeFallback, capture_failure
@@ -35,19 +49,38 @@ def _addresses(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...]
     return tuple(value.data_ptr() for value in values if isinstance(value, torch.Tensor))
 
 
-class _Entry:
-    def __init__(self, graph: Any, args: tuple[Any, ...], returns_tuple: bool) -> None:
-        self.graph, self.args, self.returns_tuple = graph, args, returns_tuple
+def platform_graph_pool(device_kind: str) -> Any:
+    """The pool every graph of this process shares: vLLM's global pool on accelerators (its FULL graphs and ours
+    reuse one another's memory), none on the CPU."""
+    if device_kind == "cpu":
+        return None
+    from vllm.platforms import current_platform
+
+    return current_platform.get_global_graph_pool()
+
+
+@contextlib.contextmanager
+def _keep_allocator_cache() -> Iterator[None]:
+    """torch.cuda.graph empties the allocator cache (and may collect garbage) on entry; for every piece after the
+    first of a forward, vLLM asks not to (`CUDAGraphOptions.gc_disable`): capturing ~30 pieces per size stays fast."""
+    with mock.patch("gc.collect", lambda *args, **kwargs: 0), mock.patch("torch.cuda.empty_cache", lambda: None):
+        yield
 
 
 class AscendGraphStaticWrapper:
-    def __init__(self, runnable: Any, vllm_config: Any, runtime_mode: CUDAGraphMode, **kwargs: Any) -> None:
+    def __init__(
+        self, runnable: Any, vllm_config: Any, runtime_mode: CUDAGraphMode, cudagraph_options: Any = None
+    ) -> None:
+        from vllm.platforms import current_platform
+
         self.runnable = runnable
         self.runtime_mode = runtime_mode
-        self.device = get_device("cpu")
-        self.pool = self.device.graph_pool()
-        self.entries: dict[Any, _Entry] = {}
-        self.eager_descriptors: dict[Any, SizeFallback] = {}  # capture failed: those run the piece eagerly
+        self.device = get_device(current_platform.device_type)
+        self.pool = platform_graph_pool(self.device.kind)
+        self.weak_outputs = self.device.kind != "cpu"
+        self.keep_cache = self.device.kind != "cpu" and bool(getattr(cudagraph_options, "gc_disable", False))
+        self.captures: dict[Any, Capture] = {}
+        self.eager_descriptors: dict[Any, SizeFallback] = {}  # capture failed or came too late: served eagerly
         self.capture_sizes = tuple(vllm_config.compilation_config.cudagraph_capture_sizes or ())
         bump("graph_wrappers")  # one per captured unit: 1 for whole-model graphs, one per piece otherwise
 
@@ -71,34 +104,56 @@ class AscendGraphStaticWrapper:
             bump("eager_calls")
             return self.runnable(*args, **kwargs)
         key = (descriptor, _addresses(args, kwargs))
-        entry = self.entries.get(key)
-        if entry is None:
+        capture = self.captures.get(key)
+        if capture is None:
             return self._capture(key, args, kwargs)
-        entry.graph.replay()
+        capture.graph.replay()
         bump("replays")
-        self.device.current_stream().synchronize()
-        outputs = entry.graph.outputs
-        return outputs if entry.returns_tuple else outputs[0]
+        if self.device.host_reads_outputs:
+            self.device.current_stream().synchronize()
+        outputs = capture.outputs
+        return outputs if capture.returns_tuple else outputs[0]
 
     def _capture(self, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        variants = sum(1 for other in self.entries if other[0] == key[0])
-        if variants >= MAX_ADDRESS_SETS:
-            raise RuntimeError(
-                f"ascend_graph: a piece saw {variants + 1} input address sets for {key[0]}; vLLM's input buffers are "
-                f"expected at stable addresses (at most {MAX_ADDRESS_SETS} static sets)"
+        descriptor = key[0]
+        variants = sum(1 for other in self.captures if other[0] == descriptor)
+        late = self.device.kind != "cpu" and not monitor.cudagraph_capturing_enabled
+        if variants >= MAX_ADDRESS_SETS or late:
+            why = (
+                f"a graph was asked for after start-up capture ended (input addresses {len(key[1])} tensors)"
+                if late
+                else f"{variants + 1} input address sets (at most {MAX_ADDRESS_SETS} static sets are captured)"
             )
+            return self._eager(descriptor, RuntimeError(why), args, kwargs)
         result = self.runnable(*args, **kwargs)  # warm-up, and the piece's output structure
         try:
-            graph = self.device.capture(lambda *inputs: self.runnable(*inputs, **kwargs), args, self.pool)
-        except RuntimeError as error:  # out of memory, device resources, a forbidden op: this size stays eager
-            fallback = capture_failure(key[0].num_tokens, self.capture_sizes, error)
-            self.eager_descriptors[key[0]] = fallback
-            bump("capture_failures")
-            logger.warning("%s", fallback.message())
-            return result
-        returns_tuple = isinstance(result, list | tuple)  # inductor-compiled pieces return lists
-        self.entries[key] = _Entry(graph, args, returns_tuple)
-        bump("captures")
-        logger.debug("ascend_graph: captured a piece for %s", key[0])
-        outputs = graph.outputs
-        return outputs if returns_tuple else outputs[0]
+            with _keep_allocator_cache() if self.keep_cache else contextlib.nullcontext():
+                capture = capture_graph(
+                    lambda *inputs: self.runnable(*inputs, **kwargs),
+                    args,
+                    getattr(descriptor, "num_tokens", None),
+                    self.device,
+                    self.pool,
+                    stream=None if self.device.kind == "cpu" else self.device.current_stream(),
+                )
+        except Exception as error:  # noqa: BLE001 - any capture failure leaves this descriptor eager, logged
+            return self._eager(descriptor, error, args, kwargs, result)
+        capture.returns_tuple = isinstance(result, list | tuple)  # inductor-compiled pieces return lists
+        if self.weak_outputs:
+            from vllm.utils.torch_utils import weak_ref_tensors
+
+            capture.graph.outputs = tuple(weak_ref_tensors(list(capture.graph.outputs)))
+        self.captures[key] = capture
+        logger.debug("ascend_graph: captured a piece for %s", descriptor)
+        if self.device.host_reads_outputs:  # the CPU capture ran the piece: its outputs hold this call's values
+            return capture.outputs if capture.returns_tuple else capture.outputs[0]
+        return result
+
+    def _eager(
+        self, descriptor: Any, error: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any = None
+    ) -> Any:
+        fallback = capture_failure(getattr(descriptor, "num_tokens", None), self.capture_sizes, error)
+        self.eager_descriptors[descriptor] = fallback
+        bump("capture_failures")
+        logger.warning("%s", fallback.message())
+        return self.runnable(*args, **kwargs) if result is None else result

@@ -122,9 +122,12 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
     assert getattr(platform, "ascend_graph_default_lowering", "inductor") == default_lowering
 
     config = _config(model_dir, additional_config={"ascend_graph": {"mode": "forward-async"}})
+    config.parallel_config.worker_cls = "auto"  # as a CUDA or Ascend host leaves it (the CPU platform set its own)
     platform.check_and_update_config(config)
     assert _HostPlatform.calls == ["host hook"]
     assert config.scheduler_config.async_scheduling is True and config.compilation_config.backend == "ascend_graph"
+    if module == "platform_cuda":  # ascend_graph's own worker, runner and graphs (graph_runner's default)
+        assert config.parallel_config.worker_cls == "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
 
     # (The CPU platform active here would refuse these already while the engine config is built: set them after.)
     config.additional_config["ascend_graph"] = {"lowering": "torchair"}

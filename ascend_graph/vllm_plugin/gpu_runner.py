@@ -1,0 +1,266 @@
+"""ascend_graph's own graph mode inside vLLM's GPU model runner (Model Runner V2, vLLM 0.26 on CUDA).
+
+vLLM's V2 runner prepares every step's inputs on the device (Triton kernels write its persistent input buffers on
+the main stream), replays FULL graphs through its `CudaGraphManager` and PIECEWISE pieces through the platform's
+static graph wrapper. ascend_graph keeps vLLM's step and scheduling and takes over the graphs:
+
+- FULL graphs: `AscendGraphCudaGraphs` replaces the capture step of vLLM's manager with the project's own
+  (`capture.capture_graph` through the device layer, into vLLM's global pool, largest size first), with a progress
+  bar, capture time and graph memory logged per mode, a failed capture leaving that size to the next candidate
+  (PIECEWISE or eager) with one logged reason and advice, and counters (`captures`, `replays`).
+- PIECEWISE pieces: the platform names `AscendGraphStaticWrapper` (static_graph.py), captured in the same window.
+- mode "forward-async": vLLM's async scheduling (the host prepares step N+1 while step N runs; sampled tokens stay
+  on the device) plus two static input sets — input ids, positions, query start locations, sequence lengths,
+  padding mask, block tables, slot mappings: everything the attention metadata of a FULL graph points at —
+  rotated per step, one FULL graph captured per (size, set). On CUDA the device-side input preparation of step N+1
+  reads step N's sampled tokens and token counts, so its kernels queue after replay N whichever set they write:
+  the rotation changes no ordering here. It is the protocol of hosts that write static inputs from the host (the
+  CPU lane, and Ascend's attention-parameter update), kept identical on CUDA so that the same code runs there.
+
+Stress knob (tests only): `ASCEND_GRAPH_STRESS_DELAY_MS` makes each step's host preparation and each replay late
+by a random 0..value ms (host: a sleep; device: a spin kernel queued before the replay), drawn per rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from vllm.compilation import monitor
+from vllm.config.compilation import CUDAGraphMode
+from vllm.distributed.parallel_state import graph_capture, is_global_first_rank
+from vllm.logger import init_logger
+from vllm.model_executor.offloader.base import get_offloader
+from vllm.v1.worker.gpu.cudagraph_utils import (
+    BatchExecutionDescriptor,
+    CudaGraphManager,
+    ModelCudaGraphManager,
+    _is_compatible,
+)
+from vllm.v1.worker.gpu.input_batch import InputBuffers
+from vllm.v1.worker.gpu.model_runner import GPUModelRunner
+
+from ..capture import Capture, capture_graph
+from ..counters import bump
+from ..device import get_device
+from ..fallbacks import SizeFallback, capture_failure
+
+logger = init_logger("vllm." + __name__)
+
+SPIN_CYCLES_PER_MS = 1_500_000  # torch.cuda._sleep cycles per millisecond, roughly (H100/H200 clocks)
+
+
+class _CaptureLoop(CudaGraphManager):
+    """The capture loop of vLLM's manager, on ascend_graph's capture step. ModelCudaGraphManager.capture(model, ...)
+    builds each size's forward function and hands it to the next class in line: this one (see the MRO of
+    AscendGraphCudaGraphs). State (`ag_*`) is set by AscendGraphCudaGraphs.adopt."""
+
+    ag_device: Any
+    ag_set: int
+    ag_graphs: dict[tuple[BatchExecutionDescriptor, int], Capture]
+    ag_eager: dict[BatchExecutionDescriptor, SizeFallback]
+
+    @torch.inference_mode()
+    def capture(self, create_forward_fn: Callable[..., Any], progress_bar_desc: str = "") -> None:
+        with graph_capture(device=self.device) as context:
+            for mode in (CUDAGraphMode.PIECEWISE, CUDAGraphMode.FULL):
+                descs = self._capture_descs.get(mode, [])  # vLLM orders them largest first
+                if not descs:
+                    continue
+                start, reserved = time.perf_counter(), torch.cuda.memory_reserved()
+                shown = tqdm(
+                    descs,
+                    desc=f"ascend_graph: capturing {mode.name} (set {self.ag_set})",
+                    disable=not (is_global_first_rank()),
+                )
+                for desc in shown:
+                    self._capture_desc(desc, create_forward_fn, context.stream)
+                logger.info(
+                    "ascend_graph: captured %d %s sizes (static set %d) in %.2f s, graph pool +%.3f GiB",
+                    len(descs),
+                    mode.name,
+                    self.ag_set,
+                    time.perf_counter() - start,
+                    (torch.cuda.memory_reserved() - reserved) / 2**30,
+                )
+        self._graphs_captured = True
+
+    def _capture_desc(self, desc: BatchExecutionDescriptor, create_forward_fn: Callable[..., Any], stream: Any) -> None:
+        forward_fn = create_forward_fn(desc, warmup=True)
+        forward_fn(CUDAGraphMode.NONE)  # warm-up: lazy initialisation must not be captured
+        if desc.cg_mode == CUDAGraphMode.PIECEWISE and not self.use_breakable_cg:
+            forward_fn(CUDAGraphMode.PIECEWISE)  # the pieces' AscendGraphStaticWrapper capture themselves
+            return
+        forward_fn = create_forward_fn(desc, warmup=False)  # fresh attention state for the capture
+        if desc.cg_mode == CUDAGraphMode.PIECEWISE:
+            forward_fn(CUDAGraphMode.PIECEWISE)
+            return
+        if desc in self.ag_eager:
+            return
+
+        def whole_step() -> None:
+            forward_fn(CUDAGraphMode.NONE)
+            get_offloader().join_after_forward()
+
+        get_offloader().sync_prev_onload()
+        try:
+            capture = capture_graph(whole_step, (), desc.num_tokens, self.ag_device, self.pool, stream=stream)
+        except Exception as error:  # noqa: BLE001 - this size is served by the next candidate, logged
+            sizes = tuple(d.num_tokens for d in self._capture_descs.get(desc.cg_mode, []))
+            fallback = capture_failure(desc.num_tokens, sizes, error)
+            self.ag_eager[desc] = fallback
+            bump("capture_failures")
+            logger.warning("%s", fallback.message())
+            torch.cuda.synchronize()
+            return
+        self.ag_graphs[(desc, self.ag_set)] = capture
+
+
+class AscendGraphCudaGraphs(ModelCudaGraphManager, _CaptureLoop):
+    """vLLM's FULL-graph manager with ascend_graph's capture step. Built by re-classing the runner's manager
+    (`adopt`), so that its construction, candidates and dispatch table stay vLLM's own."""
+
+    def adopt(self, static_sets: int) -> None:
+        self.ag_device = get_device("cuda")
+        self.ag_static_sets = static_sets
+        self.ag_set = 0  # the static set the next capture or replay uses
+        self.ag_graphs: dict[tuple[BatchExecutionDescriptor, int], Capture] = {}
+        self.ag_eager: dict[BatchExecutionDescriptor, SizeFallback] = {}
+        self.ag_delay_ms = 0.0
+        self.ag_random = random.Random(0)
+
+    # -- dispatch and replay -------------------------------------------------------------------------------------
+
+    def dispatch(
+        self, num_reqs: int, num_tokens: int, uniform_token_count: int | None, num_active_loras: int
+    ) -> BatchExecutionDescriptor:
+        """vLLM's dispatch, skipping FULL sizes whose capture failed (their next candidate serves them)."""
+        desc = super().dispatch(num_reqs, num_tokens, uniform_token_count, num_active_loras)
+        if desc not in self.ag_eager:
+            return desc
+        effective = self._resolve_effective_loras(num_active_loras)
+        for candidate in self._candidates.get((num_tokens, effective), []):
+            usable = _is_compatible(candidate, num_reqs, num_tokens, uniform_token_count, effective)
+            if usable and candidate not in self.ag_eager:
+                return candidate
+        bump("eager_calls")
+        return BatchExecutionDescriptor(CUDAGraphMode.NONE, num_tokens, num_reqs, num_active_loras=effective)
+
+    def run_fullgraph(self, desc: BatchExecutionDescriptor) -> Any:
+        """Replay the FULL graph of `desc` for the current static set; returns vLLM's hidden-state views."""
+        get_offloader().sync_prev_onload()
+        if self.ag_delay_ms:  # stress: the device is late by a random amount, differently on every rank
+            torch.cuda._sleep(int(self.ag_random.uniform(0, self.ag_delay_ms) * SPIN_CYCLES_PER_MS))
+        self.ag_graphs[(desc, self.ag_set)].graph.replay()
+        bump("replays")
+        return self._full_outputs(desc)
+
+    def _full_outputs(self, desc: BatchExecutionDescriptor) -> Any:
+        if not self.is_last_pp_rank:
+            return self.intermediate_tensors[: desc.num_tokens]
+        hidden = self.hidden_states[: desc.num_tokens]
+        if not self.use_aux_hidden_state_outputs:
+            return hidden
+        return hidden, [x[: desc.num_tokens] for x in self.aux_hidden_states]
+
+    def report(self) -> dict[str, Any]:
+        """Captured FULL graphs and fallbacks (for `collective_rpc`)."""
+        return {
+            "full_graphs": len(self.ag_graphs),
+            "static_sets": self.ag_static_sets,
+            "capture_seconds": sum(c.capture_seconds for c in self.ag_graphs.values()),
+            "pool_bytes": sum(c.pool_bytes for c in self.ag_graphs.values()),
+            "fallbacks": [f.as_dict() for f in self.ag_eager.values()],
+        }
+
+
+@dataclasses.dataclass
+class StaticSet:
+    """What a FULL graph reads at fixed addresses: vLLM's input buffers and the block tables' input side."""
+
+    input_buffers: InputBuffers
+    input_block_tables: list[torch.Tensor]
+    input_block_table_ptrs: torch.Tensor
+    slot_mappings: torch.Tensor
+
+
+class AscendGraphGPUModelRunner(GPUModelRunner):
+    """vLLM's V2 GPU model runner with ascend_graph's graphs (built by `AscendGraphGPUWorker`)."""
+
+    def setup_ascend_graph(self, mode: str) -> None:
+        self.ag_mode = mode
+        self.ag_sets: list[StaticSet] = []
+        self.ag_step = 0
+        self.ag_delay_ms = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.ag_random = random.Random(1000 + rank)
+
+    def initialize_kv_cache(self, kv_cache_config: Any) -> None:
+        super().initialize_kv_cache(kv_cache_config)
+        manager = self.cudagraph_manager
+        if manager is None:
+            return
+        manager.__class__ = AscendGraphCudaGraphs
+        manager.adopt(static_sets=2 if self.ag_mode == "forward-async" else 1)
+        manager.ag_delay_ms, manager.ag_random = self.ag_delay_ms, random.Random(self.ag_random.random())
+        self.ag_sets = [self._current_set()]
+        if self.ag_mode == "forward-async":
+            self.ag_sets.append(self._new_set())
+
+    def _current_set(self) -> StaticSet:
+        tables = self.block_tables
+        return StaticSet(
+            self.input_buffers, list(tables.input_block_tables), tables.input_block_table_ptrs, tables.slot_mappings
+        )
+
+    def _new_set(self) -> StaticSet:
+        tables = self.block_tables
+        buffers = InputBuffers(self.max_num_reqs, self.max_num_tokens, self.device)
+        block_tables = [torch.zeros_like(table) for table in tables.input_block_tables]
+        pointers = torch.tensor([t.data_ptr() for t in block_tables], dtype=torch.uint64, device=self.device)
+        return StaticSet(buffers, block_tables, pointers, torch.zeros_like(tables.slot_mappings))
+
+    def _use_set(self, index: int) -> None:
+        chosen = self.ag_sets[index]
+        self.input_buffers = chosen.input_buffers
+        self.block_tables.input_block_tables = chosen.input_block_tables
+        self.block_tables.input_block_table_ptrs = chosen.input_block_table_ptrs
+        self.block_tables.slot_mappings = chosen.slot_mappings
+        if isinstance(self.cudagraph_manager, AscendGraphCudaGraphs):
+            self.cudagraph_manager.ag_set = index
+
+    @torch.inference_mode()
+    def capture_model(self) -> int:
+        """vLLM's start-up capture, once per static set (forward-async: two), with the capture window open."""
+        monitor.set_cudagraph_capturing_enabled(True)
+        try:
+            total = 0
+            for index in range(max(1, len(self.ag_sets))):
+                if self.ag_sets:
+                    self._use_set(index)
+                total += super().capture_model()
+        finally:
+            monitor.set_cudagraph_capturing_enabled(False)
+            if self.ag_sets:
+                self._use_set(0)
+        return total
+
+    @torch.inference_mode()
+    def execute_model(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(self.ag_sets) > 1 and not kwargs.get("dummy_run", False):
+            self._use_set(self.ag_step % len(self.ag_sets))  # this step writes, and its graph reads, this set
+            self.ag_step += 1
+        if self.ag_delay_ms:
+            time.sleep(self.ag_random.uniform(0, self.ag_delay_ms) / 1e3)
+        return super().execute_model(scheduler_output, *args, **kwargs)
+
+    def ascend_graph_report(self) -> dict[str, Any]:
+        manager = self.cudagraph_manager
+        report = manager.report() if isinstance(manager, AscendGraphCudaGraphs) else {}
+        return {"mode": self.ag_mode, **report}

@@ -1,0 +1,23 @@
+"""vLLM's GPU worker with the ascend_graph model runner (graph mode "sync" or "forward-async" on CUDA)."""
+
+from __future__ import annotations
+
+from vllm.v1.worker.gpu_worker import Worker
+
+from .gpu_runner import AscendGraphGPUModelRunner
+from .options import parse_additional_config
+
+
+class AscendGraphGPUWorker(Worker):
+    def init_device(self) -> None:
+        super().init_device()
+        if not getattr(self, "use_v2_model_runner", False):
+            raise ValueError(
+                "ascend_graph's own graph mode on CUDA runs in vLLM's Model Runner V2 (vLLM's default on CUDA); "
+                "unset VLLM_USE_V2_MODEL_RUNNER=0, or set additional_config.ascend_graph.graph_runner='vllm'"
+            )
+        # vLLM builds its V2 GPUModelRunner here; ours only adds the graphs' capture step and the static sets, so
+        # the object is re-classed rather than rebuilt (its construction stays vLLM's own).
+        self.model_runner.__class__ = AscendGraphGPUModelRunner
+        options = parse_additional_config(self.vllm_config.additional_config)
+        self.model_runner.setup_ascend_graph(options["mode"])

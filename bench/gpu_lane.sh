@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU lane: vLLM 0.26.0 for CUDA on the lent H200, from the offline bundle (the device machine has no index).
+#
+# Here, once: build the bundle into the ignored folder .gpuvllm (its builder ships beside the checkout, not in it):
+#   echo /.gpuvllm/ >> .git/info/exclude; bash ../shared/gpu-vllm/build.sh .gpuvllm
+# On the device, calls back to back (a machine stays warm ~30 s and keeps ignored folders):
+#   1. carry [.gpuvllm/part1, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh stage
+#   2. carry [.gpuvllm/part2, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh test
+#   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
+# `test` runs the gpu_vllm tests (log under $OUT); `bench` runs bench/gpu_serve.py (JSON and logs under $OUT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/ag-out}
+mkdir -p "$OUT"
+export VLLM_USE_FLASHINFER_SAMPLER=0 TVM_FFI_DISABLE_TORCH_C_DLPACK=1 PYTHONUNBUFFERED=1
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export AG_SITE=/tmp/site_ag
+
+install() {
+  bash .gpuvllm/install.sh
+  # The project installs beside vLLM (not into its folder), so vLLM finds its entry points only where AG_SITE is
+  # on the path: stock-vLLM baselines leave it off.
+  rm -rf "$AG_SITE"
+  PYTHONPATH=/tmp/site python3 -m pip install -q --no-deps --no-build-isolation --no-index --target "$AG_SITE" . \
+    >"$OUT/pip_install.log" 2>&1 || { tail -20 "$OUT/pip_install.log"; exit 1; }
+}
+
+case "${1:-}" in
+  stage) bash .gpuvllm/install.sh; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv ;;
+  test)
+    install
+    PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider \
+      tests/vllm_plugin/test_gpu_vllm.py 2>&1 | tee "$OUT/gpu_vllm_tests.log" | tail -40 ;;
+  bench)
+    [ -d "$AG_SITE/ascend_graph" ] || install
+    PYTHONPATH=/tmp/site python3 bench/gpu_serve.py --models "$2" --configs "$3" --rounds "${4:-3}" \
+      --out "$OUT/serve_h200_$(echo "$2" | tr ',' '_').json" 2>&1 | tee "$OUT/serve_bench.log" | grep -v "^INFO" | tail -60
+    ;;
+  *) echo "usage: bench/gpu_lane.sh stage|test|bench MODELS CONFIGS [ROUNDS]" >&2; exit 2 ;;
+esac

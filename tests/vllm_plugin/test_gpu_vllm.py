@@ -1,0 +1,132 @@
+"""The GPU lane: real vLLM (0.26.0 for CUDA) on the H200, with ascend_graph's own graph mode.
+
+`LLM()` on the tiny Qwen3 in float32, 17 prompts of different lengths and lengths of output, so that decode batches
+shrink 17 -> 1 through sizes above the largest capture size (8), exact sizes (8, 4, 2, 1) and padded ones
+(7, 6, 5, 3): greedy tokens of ascend_graph sync and forward-async, FULL_AND_PIECEWISE and PIECEWISE, equal to
+eager; the worker's counters show captures and replays of ascend_graph's own wrapper and FULL graphs; forward-async
+with random host and device delays equal too. Run by `bench/gpu_lane.sh`; skipped where vLLM has no CUDA.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("needs a CUDA GPU and vLLM for CUDA (the GPU lane: bench/gpu_lane.sh)", allow_module_level=True)
+vllm = pytest.importorskip("vllm")
+
+pytestmark = pytest.mark.gpu_vllm
+
+os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # collective_rpc with a Python callable (tests only)
+os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # the bundle ships no flashinfer
+os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
+
+from .test_llm_graph_mode import MAX_TOKENS, PROMPTS  # noqa: E402 - the CPU lane's prompts, shared
+
+SIZES = [1, 2, 4, 8]
+FULL_AND_PIECEWISE = {"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": SIZES}
+PIECEWISE = {"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": SIZES}
+
+
+def generate(model_dir: Path, **engine_args: object) -> tuple[list[list[int]], dict, dict, str]:
+    """Greedy tokens of every prompt, and the worker's counters, graph report and platform."""
+    from vllm import LLM, SamplingParams
+
+    from ascend_graph.vllm_plugin import worker_counters, worker_graphs, worker_platform
+
+    llm = LLM(
+        model=str(model_dir),
+        max_model_len=256,
+        dtype="float32",
+        seed=0,
+        kv_cache_memory_bytes=1 << 30,
+        attention_config={"backend": "TRITON_ATTN"},
+        **engine_args,
+    )
+    params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in MAX_TOKENS]
+    outputs = llm.generate(PROMPTS, params)
+    (counts,) = llm.collective_rpc(worker_counters)
+    (graphs,) = llm.collective_rpc(worker_graphs)
+    (platform,) = llm.collective_rpc(worker_platform)
+    tokens = [list(output.outputs[0].token_ids) for output in outputs]
+    del llm
+    gc.collect()
+    return tokens, counts, graphs, platform
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ascend_graph.models.tiny_hf import build_tiny_model_dir
+
+    return build_tiny_model_dir(tmp_path_factory.mktemp("gpu-vllm") / "tiny-qwen3")
+
+
+@pytest.fixture(scope="module")
+def eager(model_dir: Path) -> list[list[int]]:
+    tokens, counts, _, platform = generate(model_dir, enforce_eager=True)
+    assert platform == "AscendGraphCudaPlatform"
+    assert counts["replays"] == 0 and counts["captures"] == 0
+    assert len({tuple(t) for t in tokens}) > 1, "the prompts must give different answers"
+    return tokens
+
+
+@pytest.fixture
+def stress(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("ASCEND_GRAPH_STRESS_DELAY_MS", "3")
+    yield
+
+
+def _check(tokens: list[list[int]], eager: list[list[int]], counts: dict, graphs: dict, platform: str) -> None:
+    assert platform == "AscendGraphCudaPlatform"
+    mismatched = [i for i, (got, want) in enumerate(zip(tokens, eager, strict=True)) if got != want]
+    assert not mismatched, f"prompts {mismatched} differ from eager"
+    assert counts["captures"] > 0 and counts["replays"] > 0, counts
+    assert counts["capture_failures"] == 0, graphs
+
+
+@pytest.mark.parametrize("mode", ["sync", "forward-async"])
+def test_full_and_piecewise_equals_eager(model_dir: Path, eager: list[list[int]], mode: str) -> None:
+    options = {"ascend_graph": {"mode": mode}}
+    tokens, counts, graphs, platform = generate(
+        model_dir, compilation_config=FULL_AND_PIECEWISE, additional_config=options
+    )
+    _check(tokens, eager, counts, graphs, platform)
+    sets = 2 if mode == "forward-async" else 1
+    assert graphs["mode"] == mode and graphs["static_sets"] == sets
+    # FULL graphs for every decode size and static set, captured by ascend_graph's own capture step
+    assert graphs["full_graphs"] == len(SIZES) * sets, graphs
+    assert counts["graph_wrappers"] > 0  # the pieces (mixed batches) are ascend_graph's wrappers too
+
+
+@pytest.mark.parametrize("mode", ["sync", "forward-async"])
+def test_piecewise_equals_eager(model_dir: Path, eager: list[list[int]], mode: str) -> None:
+    options = {"ascend_graph": {"mode": mode}}
+    tokens, counts, graphs, platform = generate(model_dir, compilation_config=PIECEWISE, additional_config=options)
+    _check(tokens, eager, counts, graphs, platform)
+    assert graphs["full_graphs"] == 0
+    assert counts["graph_wrappers"] >= 3  # one per piece between attention ops (2 layers)
+
+
+def test_forward_async_under_random_delays(model_dir: Path, eager: list[list[int]], stress: None) -> None:
+    options = {"ascend_graph": {"mode": "forward-async"}}
+    tokens, counts, graphs, platform = generate(
+        model_dir, compilation_config=FULL_AND_PIECEWISE, additional_config=options
+    )
+    _check(tokens, eager, counts, graphs, platform)
+
+
+def test_vllm_graph_runner_baseline(model_dir: Path, eager: list[list[int]]) -> None:
+    """graph_runner 'vllm': vLLM's own wrapper and runner replay; ascend_graph only compiles."""
+    options = {"ascend_graph": {"mode": "sync", "graph_runner": "vllm"}}
+    tokens, counts, graphs, platform = generate(
+        model_dir, compilation_config=FULL_AND_PIECEWISE, additional_config=options
+    )
+    assert platform == "AscendGraphCudaPlatform"
+    assert tokens == eager
+    assert graphs == {} and counts["graph_wrappers"] == 0 and counts["replays"] == 0
