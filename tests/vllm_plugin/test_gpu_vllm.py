@@ -23,6 +23,7 @@ vllm = pytest.importorskip("vllm")
 
 pytestmark = pytest.mark.gpu_vllm
 
+os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"  # this process has touched CUDA: the engine must not fork
 os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # collective_rpc with a Python callable (tests only)
 os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")  # the bundle ships no flashinfer
 os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
