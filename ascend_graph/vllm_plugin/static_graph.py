@@ -72,7 +72,7 @@ class AscendGraphStaticWrapper:
         """`graph_runner: "vllm"` (the baseline) gets the host platform's own wrapper (vLLM's CUDAGraphWrapper)."""
         from .options import parse_additional_config
 
-        if parse_additional_config(vllm_config.additional_config)["graph_runner"] == "vllm":
+        if parse_additional_config(getattr(vllm_config, "additional_config", None))["graph_runner"] == "vllm":
             from vllm.platforms import current_platform
             from vllm.utils.import_utils import resolve_obj_by_qualname
 

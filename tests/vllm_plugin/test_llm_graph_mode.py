@@ -153,7 +153,9 @@ def test_ascend_graph_options_name_the_allowed() -> None:
     from ascend_graph.vllm_plugin.options import parse_additional_config
 
     with pytest.raises(
-        ValueError, match=r"unknown key\(s\) \['modes'\]; allowed keys are \['debug', 'lowering', 'mode', 'passes'\]"
+        ValueError,
+        match=r"unknown key\(s\) \['modes'\]; allowed keys are "
+        r"\['debug', 'graph_runner', 'lowering', 'mode', 'passes'\]",
     ):
         parse_additional_config({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
