@@ -114,14 +114,21 @@ def _env(with_ag: bool) -> dict[str, str]:
     return env
 
 
-def _bench(model_dir: Path, port: int, concurrency: int, result: Path, env: dict[str, str]) -> dict[str, Any]:
-    command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve", "--backend", "vllm"]
-    command += ["--base-url", f"http://127.0.0.1:{port}", "--model", "m", "--tokenizer", str(model_dir)]
-    command += ["--dataset-name", "random", "--random-input-len", "128", "--random-output-len", "128"]
-    command += ["--num-prompts", str(PROMPTS[concurrency]), "--max-concurrency", str(concurrency), "--ignore-eos"]
-    command += ["--percentile-metrics", "ttft,tpot,itl", "--metric-percentiles", "50,99", "--seed", "0"]
-    command += ["--save-result", "--result-dir", str(result.parent), "--result-filename", result.name]
-    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=300)
+def _bench(model_dir: Path, port: int, concurrency: int, result: Path) -> dict[str, Any]:
+    """One `vllm bench serve` run, in this process (vLLM is imported once, not per run)."""
+    from vllm.benchmarks.serve import add_cli_args
+    from vllm.benchmarks.serve import main as bench_main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    argv = ["--backend", "vllm", "--base-url", f"http://127.0.0.1:{port}", "--model", "m"]
+    argv += ["--tokenizer", str(model_dir), "--dataset-name", "random", "--random-input-len", "128"]
+    argv += ["--random-output-len", "128", "--num-prompts", str(PROMPTS[concurrency])]
+    argv += ["--max-concurrency", str(concurrency), "--ignore-eos", "--percentile-metrics", "ttft,tpot,itl"]
+    argv += ["--metric-percentiles", "50,99", "--seed", "0", "--save-result", "--result-dir", str(result.parent)]
+    argv += ["--result-filename", result.name]
+    bench_main(parser.parse_args(argv))
     raw = json.loads(result.read_text())
     keep = ("completed", "failed", "duration", "output_throughput")
     figures = {key: raw.get(key) for key in keep}
@@ -136,7 +143,7 @@ def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path
     dtype = "float32" if model == "tiny" else "bfloat16"
     command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--served-model-name", "m", "--attention-backend", "TRITON_ATTN"]
-    command += ["--max-model-len", "1024", "--max-num-seqs", "32", "--dtype", dtype, "--kv-cache-memory-bytes", "8G"]
+    command += ["--max-model-len", "512", "--max-num-seqs", "32", "--dtype", dtype, "--kv-cache-memory-bytes", "8G"]
     command += [] if model == "tiny" else ["--load-format", "dummy"]
     log_path = work / f"{model}-{config}.log"
     started = time.time()
@@ -149,7 +156,7 @@ def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path
             for index in range(rounds):
                 for concurrency in CONCURRENCY:
                     result = work / f"{model}-{config}-c{concurrency}-r{index}.json"
-                    runs[concurrency].append(_bench(model_dir, port, concurrency, result, env))
+                    runs[concurrency].append(_bench(model_dir, port, concurrency, result))
         finally:
             server.terminate()
             try:

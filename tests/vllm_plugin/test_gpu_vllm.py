@@ -130,4 +130,4 @@ def test_vllm_graph_runner_baseline(model_dir: Path, eager: list[list[int]]) -> 
     )
     assert platform == "AscendGraphCudaPlatform"
     assert tokens == eager
-    assert graphs == {} and counts["graph_wrappers"] == 0 and counts["replays"] == 0
+    assert graphs == {} and counts.get("graph_wrappers", 0) == 0 and counts["replays"] == 0
