@@ -20,9 +20,11 @@ install() {
   bash .gpuvllm/install.sh
   # The project installs beside vLLM (not into its folder), so vLLM finds its entry points only where AG_SITE is
   # on the path: stock-vLLM baselines leave it off.
-  rm -rf "$AG_SITE"
-  PYTHONPATH=/tmp/site python3 -m pip install -q --no-deps --no-build-isolation --no-index --target "$AG_SITE" . \
-    >"$OUT/pip_install.log" 2>&1 || { tail -20 "$OUT/pip_install.log"; exit 1; }
+  # Built from a copy: a build in the checkout leaves ascend_graph.egg-info there, and any process started in the
+  # checkout would then find the plugin's entry points (seen: a "stock" baseline that ran ascend_graph).
+  rm -rf "$AG_SITE" /tmp/ag-src && mkdir -p /tmp/ag-src && cp -r pyproject.toml README.md ascend_graph passes kernels /tmp/ag-src/
+  (cd /tmp/ag-src && PYTHONPATH=/tmp/site python3 -m pip install -q --no-deps --no-build-isolation --no-index \
+    --target "$AG_SITE" .) >"$OUT/pip_install.log" 2>&1 || { tail -20 "$OUT/pip_install.log"; exit 1; }
 }
 
 case "${1:-}" in

@@ -136,6 +136,13 @@ def _bench(model_dir: Path, port: int, concurrency: int, result: Path) -> dict[s
     return figures
 
 
+def _check_plugin(log_text: str, with_ag: bool) -> None:
+    """A stock baseline with ascend_graph active (or the reverse) would be a wrong comparison: refuse it."""
+    active = "Platform plugin ascend_graph is activated" in log_text
+    if active != with_ag:
+        raise RuntimeError(f"ascend_graph plugin {'active' if active else 'inactive'} where it must not be")
+
+
 def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path) -> dict[str, Any]:
     with_ag, extra = CONFIGS[config]
     env = _env(with_ag)
@@ -149,10 +156,12 @@ def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path
     started = time.time()
     runs: dict[int, list[dict[str, Any]]] = {c: [] for c in CONCURRENCY}
     with open(log_path, "w") as log:
-        server = subprocess.Popen([*command, *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
+        # cwd outside the checkout: a build left there (ascend_graph.egg-info) would put the plugin on sys.path
+        server = subprocess.Popen([*command, *extra], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
         try:
             _wait_ready(port, server)
             startup_s = time.time() - started
+            _check_plugin(log_path.read_text(), with_ag)
             for index in range(rounds):
                 for concurrency in CONCURRENCY:
                     result = work / f"{model}-{config}-c{concurrency}-r{index}.json"
@@ -175,7 +184,7 @@ def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path
             {"sizes": int(n), "mode": m, "set": int(k), "seconds": float(s)}
             for n, m, k, s in OUR_CAPTURE_LINE.findall(text)
         ],
-        "plugin_active": "AscendGraphCudaPlatform" in text or "ascend_graph on CUDA" in text,
+        "plugin_active": "Platform plugin ascend_graph is activated" in text,
         "runs": {str(c): r for c, r in runs.items()},
         "log_tail": text.splitlines()[-5:],
     }
