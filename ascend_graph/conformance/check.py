@@ -120,6 +120,9 @@ def resolve_path(reference: Reference, path: str) -> tuple[object, bool]:
 def _member(tree: SourceTree, entity: object, attr: str) -> tuple[object, bool]:
     if isinstance(entity, Instance):
         found = tree.class_member(entity.klass, attr)
+        constructed = tree.constructed_class(found) if isinstance(found, Value) else None
+        if constructed is not None:  # `self.debug = _DebugConfig()`: follow into the nested config
+            return Instance(constructed), False
         return found, isinstance(found, Function) and found.kind in ("method", "classmethod", "property")
     found = tree.member(entity, attr)
     return found, isinstance(found, Function) and found.kind == "classmethod"
@@ -420,6 +423,12 @@ def _check_protocol(reference: Reference, use: Use, project: SourceTree) -> list
     return rows
 
 
+def _file_of(where: str) -> str:
+    path, _, rest = where.partition(":")
+    owner = rest.partition(" ")[2]
+    return f"{path} {owner}".strip()
+
+
 def markdown_table(rows: list[Row], reference: Reference) -> str:
     """The checked names as a Markdown table (docs/ascend-conformance.md)."""
     lines = [
@@ -429,13 +438,14 @@ def markdown_table(rows: list[Row], reference: Reference) -> str:
     for row in rows:
         detail = row.detail + ("; " + "; ".join(row.problems) if row.problems else "")
         detail += f" (unverified: {row.unverified})" if row.unverified else ""
+        files = dict.fromkeys(_file_of(where) for where in row.used_at)  # no line numbers: stable under edits
         cells = [
             row.status,
             row.kind,
             f"`{row.name}`",
             row.found_at or "–",
             detail.replace("|", "\\|"),
-            ", ".join(row.used_at),
+            ", ".join(files),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -92,6 +92,7 @@ class Value:
     qualname: str
     where: str
     node: ast.AST | None = None
+    module: Module | None = None  # where a `self.x = SomeClass()` attribute's class name is looked up
 
 
 @dataclass
@@ -296,7 +297,7 @@ class SourceTree:
                         targets = inner.targets if isinstance(inner, ast.Assign) else [inner.target]
                         for target in targets:
                             if isinstance(target, ast.Attribute) and dotted(target.value) == "self":
-                                value = Value(f"{qualname}.{target.attr}", self.where(module, inner), inner)
+                                value = Value(f"{qualname}.{target.attr}", self.where(module, inner), inner, module)
                                 klass.instance_attrs.setdefault(target.attr, value)
             elif isinstance(stmt, ast.ClassDef):
                 klass.members[stmt.name] = self._klass(module, stmt, f"{qualname}.{stmt.name}")
@@ -400,6 +401,14 @@ class SourceTree:
         known = [entry for entry in order if isinstance(entry, Klass)]
         unknown = [entry for entry in order if isinstance(entry, Unknown)]
         return [*known, *unknown]
+
+    def constructed_class(self, value: Value) -> Klass | None:
+        """The class of `self.x = SomeClass(...)`, so that `obj.x.option` can be followed."""
+        node = getattr(value.node, "value", None)
+        if value.module is None or not isinstance(node, ast.Call) or dotted(node.func) is None:
+            return None
+        found = self.resolve(self.absolute(value.module, dotted(node.func)))
+        return found if isinstance(found, Klass) else None
 
     def call_signature(self, klass: Klass) -> inspect.Signature | Unknown:
         """The signature of calling the class: the first `__init__` (or `__new__`) along its bases."""

@@ -75,6 +75,8 @@ OWN_DISTRIBUTION = "ascend-graph"
 
 def project_modules(root: Path) -> Iterator[str]:
     for folder, package in PROJECT_FOLDERS:
+        if not (root / folder).is_dir():
+            continue
         for path in sorted((root / folder).rglob("*.py")):
             parts = list(path.relative_to(root / folder).with_suffix("").parts)
             if parts[-1] == "__init__":
