@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .op_schemas import Op, read_op_schemas
-from .pins import TORCH_NPU, VLLM_ASCEND
 from .source_index import Alias, SourceTree
 
 ALIASES = {
@@ -61,7 +60,9 @@ def _lazy_symbols(torch_npu_root: Path) -> dict[str, Alias]:
 
 def load_reference(torch_npu_root: Path, vllm_ascend_root: Path) -> Reference:
     """The reference from the unpacked pins (see fetch.unpacked)."""
-    label = f"{TORCH_NPU.label} / {VLLM_ASCEND.label}"
+    torch_npu_dist = _distribution(next(torch_npu_root.glob("torch_npu-*.dist-info/METADATA")))
+    vllm_ascend_dist = _distribution(vllm_ascend_root / "PKG-INFO")
+    label = f"{torch_npu_dist[0]} {torch_npu_dist[1]} / {vllm_ascend_dist[0]} {vllm_ascend_dist[1]}"
     tree = SourceTree({"torch_npu": torch_npu_root, "vllm_ascend": vllm_ascend_root}, ALIASES, label=label)
     ops = read_op_schemas(torch_npu_root)
     tree.extra["torch_npu"] = {**_lazy_symbols(torch_npu_root), **ops}
@@ -69,11 +70,4 @@ def load_reference(torch_npu_root: Path, vllm_ascend_root: Path) -> Reference:
     for name, entry in list(tree.extra["torch_npu"].items()):
         if isinstance(entry, Alias):
             tree.extra["torch_npu"][name] = tree.resolve(entry.target)
-    distributions = dict(
-        _distribution(path)
-        for path in (
-            next(torch_npu_root.glob("torch_npu-*.dist-info/METADATA")),
-            vllm_ascend_root / "PKG-INFO",
-        )
-    )
-    return Reference(tree, ops, distributions, label)
+    return Reference(tree, ops, dict([torch_npu_dist, vllm_ascend_dist]), label)
