@@ -53,9 +53,42 @@ class Instance:
         return self.klass.qualname + "()"
 
 
+# ascend_graph's "host" lowering instantiates the compiler the host platform names and calls it the way vLLM calls
+# a CompilerInterface: `self.inner.<method>(...)` in this module.
+HOST_COMPILER_CALLER = ("ascend_graph.vllm_plugin.compiler", "self.inner")
+HOST_PLATFORM = "vllm_ascend.platform.NPUPlatform"
+
+
 def run_check(reference: Reference, root: Path) -> list[Row]:
     """Every tracked use in the project under `root`, checked; one row per (kind, name)."""
-    return check_uses(reference, gather_uses(root), project_tree(root))
+    project = project_tree(root)
+    uses = gather_uses(root)
+    if any(use.kind == "subclass" and use.path == HOST_PLATFORM for use in uses):
+        uses += host_compiler_uses(reference, project)
+    return check_uses(reference, uses, project)
+
+
+def host_compiler_uses(reference: Reference, project: SourceTree) -> list[Use]:
+    """The calls of the "host" lowering on vllm-ascend's compiler: the class `NPUPlatform.get_compile_backend()`
+    returns (its qualified name read from the source), called as `HOST_COMPILER_CALLER` calls it."""
+    method = reference.resolve(f"{HOST_PLATFORM}.get_compile_backend")
+    module = project.module(HOST_COMPILER_CALLER[0])
+    if not isinstance(method, Function) or module is None:
+        return []
+    names = {
+        r.value.value for r in ast.walk(method.node) if isinstance(r, ast.Return) and isinstance(r.value, ast.Constant)
+    }
+    uses = []
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if ast.unparse(node.func.value) != HOST_COMPILER_CALLER[1]:
+                continue
+            keywords = tuple(k.arg for k in node.keywords if k.arg is not None)
+            where = f"{project.relpath(module.path)}:{node.lineno}"
+            for name in names:
+                path = f"{name}().{node.func.attr}"
+                uses.append(Use("call", path, where, len(node.args), keywords, False, ("kept", 0), note="host"))
+    return uses
 
 
 def check_uses(reference: Reference, uses: Iterable[Use], project: SourceTree) -> list[Row]:

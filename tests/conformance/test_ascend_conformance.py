@@ -44,6 +44,7 @@ EXPECTED = {
     "vllm_ascend.platform.NPUPlatform",
     "vllm_ascend.platform.NPUPlatform.check_and_update_config",
     "vllm_ascend.platform.NPUPlatform.get_compile_backend",
+    "vllm_ascend.compilation.compiler_interface.AscendCompiler().compile",
 }
 
 
