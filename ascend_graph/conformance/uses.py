@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .source_index import Function, Klass, SourceTree, dotted
@@ -388,14 +388,6 @@ class ModuleWalker:
     def in_versions_constant(self, node: ast.Tuple) -> bool:
         parent = self.parents.get(node)
         return isinstance(parent, ast.Assign) and any("VERSION" in (dotted(t) or "") for t in parent.targets)
-
-
-@dataclass
-class ClassChain:
-    """A project class and its linearised bases: project classes, then the tracked base it extends."""
-
-    project_class: str
-    order: list[str] = field(default_factory=list)
 
 
 def super_calls(tree: SourceTree, project_class: Klass) -> Iterator[tuple[Klass, ast.Call, str]]:
