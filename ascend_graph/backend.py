@@ -3,10 +3,10 @@
 `torch.compile(model, backend="ascend_graph", dynamic=True, options={"capture_sizes": [1, 2, 4, 8]})`
 
 For each FX graph dynamo hands over, the backend reads its signature (which dimension is dynamic, which inputs
-are weights or caches), lowers it (ATen ops as they are, inductor, or torchair), and on the first call captures
-one device graph per capture size, largest first, into one shared pool. Each later call pads up to the nearest
-capture size, copies the dynamic inputs into that graph's static buffers, replays it and slices the outputs back.
-Calls it cannot serve by replay run eagerly, each reason logged once and counted.
+are weights or caches), lowers it (ATen ops as they are, inductor, or on NPU npugraph_ex / torchair), and on the
+first call captures one device graph per capture size, largest first, into one shared pool. Each later call pads up
+to the nearest capture size, copies the dynamic inputs into that graph's static buffers, replays it and slices the
+outputs back. Calls it cannot serve by replay run eagerly, each reason logged once and counted.
 
 Reliability: a size whose capture fails (out of memory, device resources) runs eagerly with advice naming the
 setting to change (`fallbacks.py`); with `verify=True` each size is replayed against eager on random inputs after

@@ -76,7 +76,7 @@ def inspect_command(argv: list[str]) -> int:
         "captured sizes, graph memory per size, passes applied, and sizes that run eagerly with the reason.",
     )
     parser.add_argument("--capture-sizes", default="1,2,4,8", help="comma-separated (default 1,2,4,8)")
-    parser.add_argument("--lowering", default="auto", help="auto, aten, inductor, torchair")
+    parser.add_argument("--lowering", default="auto", help="auto, aten, inductor, npugraph_ex, torchair")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, npu")
     parser.add_argument("--verify", action="store_true", help="replay each size against eager (shadow verifier)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-LOWERINGS = ("auto", "aten", "inductor", "torchair")
+LOWERINGS = ("auto", "aten", "inductor", "npugraph_ex", "torchair")
 DEVICES = ("auto", "cpu", "cuda", "npu")
 OUTPUT_MODES = ("clone", "static")
 VERIFY_DTYPES = ("float64", "float32", "bfloat16", "float16")
@@ -40,7 +40,8 @@ class GraphConfig:
     capture_sizes: sizes of the dynamic (batch/token) dimension to capture, one graph each; runtime sizes pad up
         to the nearest one, larger sizes run eagerly.
     lowering: what each captured piece runs: "aten" (the FX graph's ops as they are), "inductor" (compiled first,
-        CUDA/CPU), "torchair" (NPU, unverified), or "auto" (inductor on CUDA, torchair on NPU, aten on CPU).
+        CUDA/CPU), "npugraph_ex" or "torchair" (NPU, unverified; see lowering.py), or "auto" (inductor on CUDA,
+        npugraph_ex on NPU, aten on CPU).
     device: "auto" picks the device of the graph's tensor inputs.
     debug: check on every replay that by-reference inputs (weights, caches) still sit at their captured address.
     warmup_iters: eager runs before each capture (lazy initialisation must not be captured).

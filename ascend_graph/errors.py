@@ -49,3 +49,7 @@ class DeviceUnavailableError(AscendGraphError):
 
 class StreamError(AscendGraphError):
     """Work queued on a (CPU) stream raised; the error is re-raised at the next synchronisation point."""
+
+
+class ConformanceSourcesError(AscendGraphError):
+    """The pinned torch_npu / vllm-ascend sources that the Ascend conformance check reads are not available."""

@@ -44,3 +44,15 @@ def test_config_is_frozen() -> None:
     config = GraphConfig()
     with pytest.raises(AttributeError):
         config.debug = True  # type: ignore[misc]
+
+
+def test_the_npu_lowering_follows_vllm_ascend_npugraph_ex_by_default_and_no_ge_mode() -> None:
+    from ascend_graph.lowering import resolve_lowering
+
+    assert resolve_lowering("auto", "npu") == "npugraph_ex"
+    assert resolve_lowering("torchair", "npu") == "torchair"  # vllm-ascend's fallback form, opt-in
+    with pytest.raises(ValueError, match="lowering='inductor' is not available on device 'npu'"):
+        resolve_lowering("inductor", "npu")
+    with pytest.raises(ValueError, match="lowering='npugraph_ex' is not available on device 'cpu'"):
+        resolve_lowering("npugraph_ex", "cpu")
+    assert GraphConfig(lowering="npugraph_ex").lowering == "npugraph_ex"

@@ -30,7 +30,9 @@ def _npu() -> Any:
 
 @dataclass
 class NpuGraph:
-    graph: Any
+    # The annotations name torch_npu's classes (strings at run time): the conformance check
+    # (ascend_graph.conformance) follows them to check the methods called on these objects.
+    graph: torch.npu.NPUGraph
     outputs: tuple[Any, ...]
 
     def replay(self) -> None:
@@ -51,16 +53,16 @@ class NpuDevice:
         except DeviceUnavailableError:
             return False
 
-    def new_stream(self) -> Any:
+    def new_stream(self) -> torch.npu.Stream:
         return _npu().Stream()
 
-    def current_stream(self) -> Any:
+    def current_stream(self) -> torch.npu.Stream:
         return _npu().current_stream()
 
-    def use_stream(self, stream: Any) -> AbstractContextManager[Any]:
+    def use_stream(self, stream: torch.npu.Stream) -> AbstractContextManager[Any]:
         return _npu().stream(stream)
 
-    def new_event(self, timing: bool = False) -> Any:
+    def new_event(self, timing: bool = False) -> torch.npu.Event:
         return _npu().Event(enable_timing=timing)
 
     def graph_pool(self) -> Any:
