@@ -53,12 +53,15 @@ def check_forward_async_supported(vllm_config: Any) -> None:
         raise ValueError("ascend_graph mode 'forward-async' does not support " + "; ".join(problems))
 
 
-def configure_host_graph_mode(vllm_config: Any, options: dict[str, Any], host: str, logger: Any) -> None:
+def configure_host_graph_mode(
+    vllm_config: Any, options: dict[str, Any], host: str, logger: Any, own_runner: bool = True
+) -> None:
     """CUDA and Ascend, after the host platform's own config hook: ascend_graph compiles every piece (its fusion
     passes, then the lowering) and `mode` picks the step structure: "sync" without async scheduling,
     "forward-async" with it (the host prepares step N+1 while the graph of step N runs and sampled tokens stay on
     the device). Who captures and replays is `graph_runner`'s choice, applied by the platform: ascend_graph's own
-    wrapper and worker, or the host's (vLLM's CUDAGraphWrapper and runner, vllm-ascend's ACLGraphWrapper)."""
+    wrapper and worker, or the host's (vLLM's CUDAGraphWrapper and runner, vllm-ascend's ACLGraphWrapper).
+    `own_runner` False: the platform has no runner of ascend_graph's yet (Ascend), whatever `graph_runner` says."""
     if eager_requested(vllm_config):
         logger.info("ascend_graph on %s: graph mode off (eager requested)", host)
         return
@@ -72,7 +75,7 @@ def configure_host_graph_mode(vllm_config: Any, options: dict[str, Any], host: s
         host,
         options["mode"],
         options["lowering"],
-        "ascend_graph" if options["graph_runner"] == "ascend_graph" else "the host's runner",
+        "ascend_graph" if own_runner and options["graph_runner"] == "ascend_graph" else "the host's runner",
         vllm_config.compilation_config.cudagraph_mode,
         vllm_config.compilation_config.cudagraph_capture_sizes,
     )

@@ -39,4 +39,6 @@ class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
                 "'host' (vllm-ascend's compiler, the default) and 'aten'"
             )
         super().check_and_update_config(vllm_config)  # vllm-ascend's: it records get_compile_backend() as its compiler
-        configure_host_graph_mode(vllm_config, options, "Ascend (vllm-ascend)", logger)
+        # vllm-ascend's runner and ACLGraphWrapper capture and replay: ascend_graph's own runner (the GPU lane's,
+        # gpu_runner.py) is not wired to vllm-ascend's model runner yet.
+        configure_host_graph_mode(vllm_config, options, "Ascend (vllm-ascend)", logger, own_runner=False)
