@@ -2,7 +2,7 @@
 
 A `StagingSet` is what the host writes: pinned tensors, one per input field, plus the event recorded after the
 host-to-device copy that reads them (`copied`); the host waits on it before writing the set again (hazard 1 of
-DESIGN.md §5).
+docs/design.md).
 
 A `StaticSet` is what a captured graph reads and writes: device tensors at fixed addresses, the sampled-token
 buffer the graph writes, the pinned host buffer those tokens are fetched into, and events for "the last replay

@@ -15,7 +15,7 @@ continues (`prev_rows`, -1 for a new request whose token comes from the host), a
 `prev.sampled[prev_rows]`. Tokens go to the host on a fetch stream into a pinned buffer with an event and are read
 late (`tokens()`), never inside the step loop.
 
-The five hazards of DESIGN.md §5, and what stops each:
+The five hazards of docs/design.md, and what stops each:
 1. staging reuse before its copy ran: the host waits on the set's `copied` event (`guard_staging`; switching it off
    exists only so a test can show the bug);
 2. non_blocking copy from unpinned memory: every host-to-device copy goes through `_h2d`, which in debug mode

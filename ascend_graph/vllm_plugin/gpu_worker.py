@@ -6,12 +6,13 @@ from vllm.v1.worker.gpu_worker import Worker
 
 from .gpu_runner import AscendGraphGPUModelRunner
 from .options import parse_additional_config
+from .versions import uses_v2_runner
 
 
 class AscendGraphGPUWorker(Worker):
     def init_device(self) -> None:
         super().init_device()
-        if not getattr(self, "use_v2_model_runner", False):
+        if not uses_v2_runner(self):
             raise ValueError(
                 "ascend_graph's own graph mode on CUDA runs in vLLM's Model Runner V2 (vLLM's default on CUDA); "
                 "unset VLLM_USE_V2_MODEL_RUNNER=0, or set additional_config.ascend_graph.graph_runner='vllm'"

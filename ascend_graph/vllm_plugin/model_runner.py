@@ -12,7 +12,7 @@ logits, the sampler — is one job on that stream.
   1. vLLM's host prep writes its own persistent buffers (input ids, positions, query start locations, sequence
      lengths, block tables, slot mappings, padding mask). Everything the job will read from them is copied into
      one of two static sets (the "host-to-device copy") and the job's tensors are re-pointed at that set; set
-     k is reused only after the event of the job that last read it has fired (DESIGN.md §5 hazards 1 and 3).
+     k is reused only after the event of the job that last read it has fired (docs/design.md, hazards 1 and 3).
   2. Sampled tokens stay on the device: the job writes them into a static per-set tensor that vLLM's
      bookkeeping keeps as `prev_sampled_token_ids`; the next job scatters them into its input ids (hazard 4).
      The host reads them only in `get_output()`, after the job's event, from a copy made by the job.

@@ -32,7 +32,7 @@ def test_replay_returns_before_it_runs_and_reads_inputs_when_it_runs() -> None:
     done.record()
     assert not done.query(), "replay ran synchronously on the host"
     assert torch.isnan(static_out).all(), "output written before the stream reached the replay"
-    static_in.fill_(3.0)  # the host rewrites the input after replay() returned: hazard 3 of DESIGN.md
+    static_in.fill_(3.0)  # the host rewrites the input after replay() returned: hazard 3 of docs/design.md
     gate.set()
     done.synchronize()
     assert torch.equal(static_out, torch.full((4,), 7.0)), "replay must read the input's contents at run time"
