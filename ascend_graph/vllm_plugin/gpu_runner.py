@@ -37,12 +37,7 @@ from vllm.config.compilation import CUDAGraphMode
 from vllm.distributed.parallel_state import graph_capture, is_global_first_rank
 from vllm.logger import init_logger
 from vllm.model_executor.offloader.base import get_offloader
-from vllm.v1.worker.gpu.cudagraph_utils import (
-    BatchExecutionDescriptor,
-    CudaGraphManager,
-    ModelCudaGraphManager,
-    _is_compatible,
-)
+from vllm.v1.worker.gpu.cudagraph_utils import BatchExecutionDescriptor, CudaGraphManager, ModelCudaGraphManager
 from vllm.v1.worker.gpu.input_batch import InputBuffers
 from vllm.v1.worker.gpu.model_runner import GPUModelRunner
 
@@ -138,19 +133,18 @@ class AscendGraphCudaGraphs(ModelCudaGraphManager, _CaptureLoop):
     # -- dispatch and replay -------------------------------------------------------------------------------------
 
     def dispatch(
-        self, num_reqs: int, num_tokens: int, uniform_token_count: int | None, num_active_loras: int
+        self, num_reqs: int, num_tokens: int, uniform_token_count: int | None, *args: Any, **kwargs: Any
     ) -> BatchExecutionDescriptor:
-        """vLLM's dispatch, skipping FULL sizes whose capture failed (their next candidate serves them)."""
-        desc = super().dispatch(num_reqs, num_tokens, uniform_token_count, num_active_loras)
+        """vLLM's dispatch (its further arguments differ between vLLM versions and pass through), skipping sizes
+        whose FULL capture failed: a batch of such a size goes to the graph vLLM keeps for mixed batches of it
+        (PIECEWISE), else runs eagerly."""
+        desc = super().dispatch(num_reqs, num_tokens, uniform_token_count, *args, **kwargs)
+        if desc in self.ag_eager and uniform_token_count is not None:
+            desc = super().dispatch(num_reqs, num_tokens, None, *args, **kwargs)  # no FULL decode graph matches
         if desc not in self.ag_eager:
             return desc
-        effective = self._resolve_effective_loras(num_active_loras)
-        for candidate in self._candidates.get((num_tokens, effective), []):
-            usable = _is_compatible(candidate, num_reqs, num_tokens, uniform_token_count, effective)
-            if usable and candidate not in self.ag_eager:
-                return candidate
         bump("eager_calls")
-        return BatchExecutionDescriptor(CUDAGraphMode.NONE, num_tokens, num_reqs, num_active_loras=effective)
+        return dataclasses.replace(desc, cg_mode=CUDAGraphMode.NONE, num_tokens=num_tokens, num_reqs=num_reqs)
 
     def run_fullgraph(self, desc: BatchExecutionDescriptor) -> Any:
         """Replay the FULL graph of `desc` for the current static set; returns vLLM's hidden-state views."""
