@@ -21,6 +21,12 @@ def test_defaults_are_valid_and_sorted() -> None:
         ({"output_mode": "borrowed"}, "output_mode"),
         ({"warmup_iters": 0}, "warmup_iters"),
         ({"pad_values": {"positions": "end"}}, "pad_values"),
+        ({"batch_dim": "batch"}, "batch_dim"),
+        ({"batch_dim": -1}, "batch_dim"),
+        ({"batch_dim": True}, "batch_dim"),
+        ({"batch_dim": {}}, "batch_dim"),
+        ({"batch_dim": {"input_ids": "0"}}, "batch_dim"),
+        ({"batch_dim": [0, 1]}, "batch_dim"),
     ],
 )
 def test_bad_values_name_the_field_and_the_allowed(options: dict, field: str) -> None:
@@ -44,3 +50,18 @@ def test_config_is_frozen() -> None:
     config = GraphConfig()
     with pytest.raises(AttributeError):
         config.debug = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        (1, 1),
+        ({"positions": 0, "input_ids": 1}, (("input_ids", 1), ("positions", 0))),
+        ([("x", 0)], (("x", 0),)),
+    ],
+)
+def test_batch_dim_forms(given: object, stored: object) -> None:
+    assert GraphConfig.from_options({"batch_dim": given}).batch_dim == stored
+    assert GraphConfig().batch_dim == "auto"
