@@ -124,6 +124,8 @@ def test_batch_one_first_with_a_position_table_is_captured_as_traced(caplog: pyt
     assert piece.signature.symbol is None and list(piece.signature.pinned.values()) == [5]
     assert list(piece.captures) == [None] and not piece.size_fallbacks
     assert any("no batch dimension" in r.getMessage() for r in caplog.records)
+    report = piece.report()
+    assert "no dynamic size at batch_dim=0" in report["batch_dimension"] and list(report["pinned"].values()) == [5]
     counts = ascend_graph.counters()
     assert counts["captures"] == 1 and counts["replays"] == 1 and counts["capture_failures"] == 0, counts
 
