@@ -228,11 +228,17 @@ class GraphCompiled:
         if moved is not None:
             return self._eager(args, moved, "moved")
         self._feed(capture, args, size)
-        capture.graph.replay()
+        try:
+            capture.graph.replay()
+            self._copy_back(capture, args, size)
+            if self.device.host_reads_outputs:
+                self.device.current_stream().synchronize()
+        except Exception as error:  # noqa: BLE001 - e.g. the CPU stream's StreamError around the model's own error
+            bump("replay_failures")
+            reason = f"replay of size {bucket} raised {type(error).__name__}: {_first_line(error)}"
+            # eager gives the caller what eager mode would: the model's own exception, or the right answer
+            return self._eager(args, f"{reason}; this call runs eagerly", f"replay-{bucket}")
         bump("replays")
-        self._copy_back(capture, args, size)
-        if self.device.host_reads_outputs:
-            self.device.current_stream().synchronize()
         return self._outputs(capture, size)
 
     def _moved_input(self, capture: Capture, args: Sequence[Any]) -> str | None:

@@ -21,6 +21,7 @@ COUNTER_KEYS = (
     "verified_sizes",
     "verify_mismatches",
     "verify_errors",
+    "replay_failures",
 )
 
 
@@ -56,7 +57,8 @@ def counters() -> dict[str, int]:
     """A snapshot of the counters: compiles, captures, replays, eager_fallbacks (graphs that gave up on graph
     mode), eager_calls (calls served eagerly, e.g. sizes above the largest capture size), capture_failures (sizes whose
     warm-up or capture raised and run eagerly), verified_sizes / verify_mismatches / verify_errors (the shadow-eager
-    verifier: sizes checked, sizes that disagreed, sizes it could not check), and others."""
+    verifier: sizes checked, sizes that disagreed, sizes it could not check), replay_failures (replays that raised;
+    the call ran eagerly), and others."""
     return _COUNTERS.snapshot()
 
 

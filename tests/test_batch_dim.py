@@ -201,3 +201,25 @@ def test_batch_dim_none_keeps_a_row_mixing_model_right() -> None:
             torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
     assert all(piece.signature.symbol is None for piece in pieces)
     assert ascend_graph.counters()["replays"] >= 3
+
+
+def test_a_replay_that_raises_gives_the_models_own_error_then_replays_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A token id past the vocabulary fails inside the replayed graph (on the CPU stream): the caller gets what
+    eager mode gives, the model's IndexError, not graph mode's stream error; the next good call replays."""
+    model = PositionModel().eval()
+    compiled, _ = compile_recording(model, capture_sizes=[4, 8])
+    good = torch.randint(0, VOCAB, (3, 5))
+    bad = good.clone()
+    bad[1, 2] = VOCAB + 7
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="ascend_graph"):
+        torch.testing.assert_close(compiled(good), model(good), atol=ATOL, rtol=RTOL)
+        with pytest.raises(IndexError):
+            model(bad)
+        with pytest.raises(IndexError):
+            compiled(bad)
+        torch.testing.assert_close(compiled(good), model(good), atol=ATOL, rtol=RTOL)
+    counts = ascend_graph.counters()
+    assert counts["replay_failures"] == 1 and counts["replays"] == 2 and counts["eager_calls"] == 1, counts
+    assert len([r for r in caplog.records if "replay of size 4 raised" in r.getMessage()]) == 1
