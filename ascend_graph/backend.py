@@ -41,6 +41,10 @@ from .verify import VerifyResult, verify_capture
 logger = logging.getLogger(__name__)
 
 
+# Exceptions inductor raises on purpose for dynamo to catch (retrace the frame, skip it): never fallbacks.
+_DYNAMO_CONTROL_FLOW = (torch._dynamo.exc.RestartAnalysis, torch._dynamo.exc.SkipFrame)
+
+
 def _device_kind(config: GraphConfig, example_inputs: Sequence[Any]) -> str:
     if config.device != "auto":
         return config.device
@@ -53,7 +57,7 @@ class GraphCompiled:
 
     def __init__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], config: GraphConfig) -> None:
         self.config = config
-        self.signature = GraphSignature(gm, example_inputs)
+        self.signature = GraphSignature(gm, example_inputs, config.batch_dim)
         self.device: GraphDevice = get_device(_device_kind(config, example_inputs))
         self.lowering = resolve_lowering(config.lowering, self.device.kind)
         # The verifier's eager reference: the FX graph's own ops, kept apart from what the lowering may rewrite.
@@ -63,10 +67,8 @@ class GraphCompiled:
             else gm.forward
         )
         self.pass_report: PassReport | None = None
-        if config.passes:  # fusion on the ATen retrace; the signature above stays the one of dynamo's graph
-            gm, self.pass_report = apply_passes(gm, example_inputs, config.passes)
-            bump("fused_ops", self.pass_report.fused)
-        self.runnable = lower(gm, example_inputs, self.lowering)
+        self.runnable: Callable[..., Any] = gm.forward
+        lowering_failure = self._lower(gm, example_inputs)
         self.sizes: tuple[int | None, ...] = (
             (None,) if self.signature.is_static else self.signature.valid_sizes(config.capture_sizes)
         )
@@ -82,12 +84,39 @@ class GraphCompiled:
         )
         self._example_inputs: list[Any] | None = list(example_inputs)
         self._logged: set[str] = set()
-        self.fallback_reason = self._fallback_reason(example_inputs)
+        self.fallback_reason = lowering_failure or self._fallback_reason(example_inputs)
+        if self.fallback_reason is None and self.signature.is_static and self.signature.pinned:
+            logger.info(
+                "ascend_graph: graph has no batch dimension (%s): captured as traced, with %s",
+                self.signature.batch_where,
+                ", ".join(f"{symbol}={value}" for symbol, value in self.signature.pinned.items()),
+            )
         if self.fallback_reason is not None:
             self._example_inputs = None
             bump("eager_fallbacks")
             self._log_once(f"ascend_graph: graph runs eagerly: {self.fallback_reason}")
         bump("compiles")
+
+    def _lower(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> str | None:
+        """Fusion passes (on the ATen retrace; the signature stays the one of dynamo's graph), then the lowering.
+        If either raises, the graph's own ops run eagerly: the reason with advice, else None."""
+        stage = "fusion passes" if self.config.passes else f"{self.lowering} lowering"
+        try:
+            if self.config.passes:
+                gm, self.pass_report = apply_passes(gm, example_inputs, self.config.passes)
+                bump("fused_ops", self.pass_report.fused)
+                stage = f"{self.lowering} lowering"
+            self.runnable = lower(gm, example_inputs, self.lowering)
+        except _DYNAMO_CONTROL_FLOW:
+            raise  # not failures: dynamo's signals to retrace the frame (e.g. inductor tensorifying a scalar)
+        except Exception as error:  # noqa: BLE001 - graph mode never fails a call for its own reasons
+            logger.debug("ascend_graph: %s failed", stage, exc_info=True)
+            self.pass_report = None
+            return (
+                f"{stage} failed with {type(error).__name__}: {_first_line(error)}; the graph's own ops run "
+                "instead. Advice: try lowering='aten' and no passes, or report the graph (TORCH_LOGS=graph_code)"
+            )
+        return None
 
     def _fallback_reason(self, example_inputs: Sequence[Any]) -> str | None:
         if self.signature.unsupported_reason is not None:
@@ -145,14 +174,23 @@ class GraphCompiled:
     def _verify(self, example_inputs: Sequence[Any]) -> None:
         """Replay each size against eager; a size that disagrees is dropped and runs eagerly (the reference)."""
         for size in list(self.captures):
-            result = verify_capture(
-                self.reference,
-                self.signature,
-                self.captures[size],
-                example_inputs,
-                self.device,
-                self.config.verify_tolerance_map,
-            )
+            try:
+                result = verify_capture(
+                    self.reference,
+                    self.signature,
+                    self.captures[size],
+                    example_inputs,
+                    self.device,
+                    self.config.verify_tolerance_map,
+                )
+            except Exception as error:  # noqa: BLE001 - an unverifiable size runs eagerly, never fails the call
+                logger.debug("ascend_graph: verify of size %s raised", size, exc_info=True)
+                bump("verify_errors")
+                del self.captures[size]
+                detail = f"verify raised {type(error).__name__}: {_first_line(error)}"
+                self.size_fallbacks[size] = verify_mismatch(size, detail)
+                logger.warning(self.size_fallbacks[size].message())
+                continue
             self.verify_results.append(result)
             bump("verified_sizes")
             if result.ok:
@@ -190,11 +228,17 @@ class GraphCompiled:
         if moved is not None:
             return self._eager(args, moved, "moved")
         self._feed(capture, args, size)
-        capture.graph.replay()
+        try:
+            capture.graph.replay()
+            self._copy_back(capture, args, size)
+            if self.device.host_reads_outputs:
+                self.device.current_stream().synchronize()
+        except Exception as error:  # noqa: BLE001 - e.g. the CPU stream's StreamError around the model's own error
+            bump("replay_failures")
+            reason = f"replay of size {bucket} raised {type(error).__name__}: {_first_line(error)}"
+            # eager gives the caller what eager mode would: the model's own exception, or the right answer
+            return self._eager(args, f"{reason}; this call runs eagerly", f"replay-{bucket}")
         bump("replays")
-        self._copy_back(capture, args, size)
-        if self.device.host_reads_outputs:
-            self.device.current_stream().synchronize()
         return self._outputs(capture, size)
 
     def _moved_input(self, capture: Capture, args: Sequence[Any]) -> str | None:
@@ -263,6 +307,11 @@ class GraphCompiled:
         from .report import graph_report
 
         return graph_report(self)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else "(no message)"
 
 
 def _check_finite(spec: Any, value: torch.Tensor) -> None:

@@ -143,21 +143,22 @@ def capture_all(
 ) -> dict[int | None, Capture]:
     """One capture per size, largest first, all into one pool: smaller graphs reuse the largest one's memory.
 
-    With `failures` given, a size whose warm-up or capture raises a RuntimeError (out of memory, device resources,
-    an operation capture forbids) is recorded there with advice instead of raising; its buffers are dropped and
-    the smaller sizes are still tried (they need less memory)."""
+    With `failures` given, a size whose static buffers, warm-up or capture raise anything (out of memory, device
+    resources, an operation capture forbids, the model itself failing on padded inputs at that size) is recorded
+    there with advice instead of raising; its buffers are dropped and the smaller sizes are still tried (they need
+    less memory). Graph mode never fails a call for its own reasons."""
     pool = device.graph_pool()
     captures: dict[int | None, Capture] = {}
     ordered = tuple(sorted(sizes, key=lambda s: -1 if s is None else s, reverse=True))
     for size in ordered:
-        args, buffers = static_args(signature, example_inputs, size, pad_value, pad_values)
         try:
+            args, buffers = static_args(signature, example_inputs, size, pad_value, pad_values)
             captures[size] = capture_one(runnable, args, buffers, size, device, pool, warmup_iters)
-        except RuntimeError as error:
+        except Exception as error:  # noqa: BLE001 - any failure leaves this size eager, logged and counted
             if failures is None:
                 raise
-            failures[size] = capture_failure(size, ordered, error)
-            del args, buffers  # the failed size's static state; the error's traceback goes with the except block
+            failures[size] = capture_failure(size, ordered, error, signature.batch_where)
+            args = buffers = None  # the failed size's static state; the traceback goes with the except block
             _settle(device)
             bump("capture_failures")
     return captures
@@ -167,5 +168,5 @@ def _settle(device: GraphDevice) -> None:
     """Wait for the failed capture's queued work, ignoring the error it re-raises (already recorded)."""
     try:
         device.synchronize()
-    except RuntimeError:
+    except Exception:  # noqa: BLE001
         logger.debug("device error after a failed capture, already recorded", exc_info=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,16 @@ class GraphConfig:
         outputs differ beyond the tolerance is reported and runs eagerly (`ascend_graph.verify`).
     verify_tolerances: per floating dtype name, (atol, rtol) replacing the verifier's defaults, e.g.
         {"bfloat16": (0.1, 0.05)}.
+    batch_dim: which dimension is the batch/token dimension, the one dimension graph mode buckets and pads (no
+        other: padding a sequence dimension that indexes a table, or that attention mixes, would change answers).
+        "auto" (default): the dimensions marked with `torch._dynamo.mark_dynamic` where the graph's inputs carry
+        such marks, else dimension 0 of the dynamic inputs; an integer d: dimension d of the dynamic inputs;
+        {"input_ids": 0}: that dimension of the named forward arguments; "none": bucket nothing (each graph is
+        captured at the sizes it was traced with: for models that mix rows, where padding would change answers).
+        A graph where that dimension is not dynamic (dynamo compiled it at batch 1, where it specialises size 1)
+        is captured as it is, at the sizes it was traced with; every other dynamic size is pinned to its traced
+        value and calls with another value run eagerly (logged). When the named dimension holds different dynamic
+        sizes in different inputs the choice is ambiguous and compiling raises `AmbiguousBatchDimError`.
     passes: fusion passes run on the graph before lowering (names from `ascend_graph.passes.PASS_NAMES`, or
         "all"); they always run in that order. Default: none, so a graph runs the ops the model wrote unless
         fusion is asked for (the passes retrace the graph to ATen and cost compile time).
@@ -71,6 +81,7 @@ class GraphConfig:
     verify: bool = False
     verify_tolerances: tuple[tuple[str, float, float], ...] = ()
     passes: tuple[str, ...] = ()
+    batch_dim: str | int | tuple[tuple[str, int], ...] = "auto"
 
     def __post_init__(self) -> None:
         sizes = self.capture_sizes
@@ -112,6 +123,7 @@ class GraphConfig:
         object.__setattr__(self, "pad_values", pads)
         _require(isinstance(self.verify, bool), "verify", "true or false", self.verify)
         object.__setattr__(self, "verify_tolerances", _tolerances(self.verify_tolerances))
+        object.__setattr__(self, "batch_dim", _batch_dim(self.batch_dim))
         from ascend_graph.passes import PASS_NAMES, check_pass_names
 
         passes = PASS_NAMES if self.passes == "all" else self.passes
@@ -150,6 +162,33 @@ class GraphConfig:
         if flags["verify"]:
             options["verify"] = True
         return cls(**options)
+
+
+def _is_dim(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _batch_dim(value: Any) -> str | int | tuple[tuple[str, int], ...]:
+    """ "auto", a dimension index, or {argument name: dimension} (or its tuple form), validated; mappings sorted."""
+    allowed = '"auto", "none", a dimension index >= 0, or a non-empty mapping from argument name to dimension index'
+    if value in ("auto", "none") or _is_dim(value):
+        return value
+    items = value.items() if isinstance(value, Mapping) else value
+    entries = tuple(tuple(item) for item in items) if _pairs(items) else ()
+    _require(
+        len(entries) > 0
+        and all(len(entry) == 2 and isinstance(entry[0], str) and _is_dim(entry[1]) for entry in entries),
+        "batch_dim",
+        allowed,
+        value,
+    )
+    return tuple(sorted(entries))
+
+
+def _pairs(items: Any) -> bool:
+    if not isinstance(items, Iterable) or isinstance(items, str):
+        return False
+    return all(isinstance(item, tuple | list) for item in items)
 
 
 def _tolerances(value: Any) -> tuple[tuple[str, float, float], ...]:

@@ -20,6 +20,8 @@ COUNTER_KEYS = (
     "capture_failures",
     "verified_sizes",
     "verify_mismatches",
+    "verify_errors",
+    "replay_failures",
 )
 
 
@@ -54,7 +56,9 @@ def bump(key: str, amount: int = 1) -> None:
 def counters() -> dict[str, int]:
     """A snapshot of the counters: compiles, captures, replays, eager_fallbacks (graphs that gave up on graph
     mode), eager_calls (calls served eagerly, e.g. sizes above the largest capture size), capture_failures (sizes whose
-    capture failed and run eagerly), verified_sizes / verify_mismatches (the shadow-eager verifier), and others."""
+    warm-up or capture raised and run eagerly), verified_sizes / verify_mismatches / verify_errors (the shadow-eager
+    verifier: sizes checked, sizes that disagreed, sizes it could not check), replay_failures (replays that raised;
+    the call ran eagerly), and others."""
     return _COUNTERS.snapshot()
 
 

@@ -39,6 +39,11 @@ class NonFiniteInputError(ReplayInputError):
     eager mode)."""
 
 
+class AmbiguousBatchDimError(AscendGraphError, ValueError):
+    """The batch/token dimension to bucket cannot be told apart: the inputs name several different dynamic sizes
+    there (set the `batch_dim` option or `torch._dynamo.mark_dynamic` on that dimension only)."""
+
+
 class CaptureError(AscendGraphError):
     """Capturing a device graph failed."""
 

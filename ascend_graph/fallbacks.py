@@ -1,9 +1,10 @@
 """Capture sizes that run eagerly, and why: a failed capture or a verifier mismatch.
 
 A graph that cannot be captured at one size (device memory exhausted, device streams exhausted, an operation
-that capture forbids) must not take the whole model down, and must not fail silently either. That size runs
-eagerly from then on; one warning says which size, what happened and which setting to change; counters count
-it; `GraphCompiled.report()` lists it.
+that capture forbids, the model failing on padded inputs at that size, any other exception in warm-up or capture)
+must not take the whole model down, and must not fail silently either. That size runs eagerly from then on; one
+warning says which size, what happened and which setting to change; counters count it; `GraphCompiled.report()`
+lists it.
 
 Error classification reads torch's exception types and the messages of the CUDA caching allocator and of
 torch_npu / CANN. The NPU messages ("Stream resources are insufficient", error codes 207005 / 207008 from
@@ -53,8 +54,11 @@ def error_kind(error: BaseException) -> str:
     return "other"
 
 
-def capture_failure(size: int | None, sizes: tuple[int | None, ...], error: BaseException) -> SizeFallback:
-    """The fallback record for a capture of `size` that raised `error`, with advice naming the setting."""
+def capture_failure(
+    size: int | None, sizes: tuple[int | None, ...], error: BaseException, bucketed: str | None = None
+) -> SizeFallback:
+    """The fallback record for a capture of `size` that raised `error`, with advice naming the setting;
+    `bucketed` says which dimension was padded to `size` (GraphSignature.batch_where)."""
     kind = error_kind(error)
     first_line = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
     reason = f"capture failed with {type(error).__name__}: {first_line}"
@@ -78,7 +82,13 @@ def capture_failure(size: int | None, sizes: tuple[int | None, ...], error: Base
             "this size eager"
         )
     else:
-        advice = f"Capture of this size is impossible as the model stands; set {fewer} to stop trying it"
+        padded = f"the bucketed dimension, {bucketed}," if bucketed else "the bucketed dimension"
+        advice = (
+            f"Warm-up or capture runs the model at size {size} on padded inputs (rows past a call's own size hold "
+            f"pad values) and it failed there: if {padded} is not the batch/token dimension, name the right one "
+            "with the batch_dim option (or torch._dynamo.mark_dynamic); if padded rows index a table or a cache, "
+            f"set pad_values for that input; or set {fewer} to stop trying this size"
+        )
     return SizeFallback(size, CAPTURE_FAILED, reason, advice)
 
 

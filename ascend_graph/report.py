@@ -54,6 +54,8 @@ def graph_report(piece: GraphCompiled) -> dict[str, Any]:
         "output_mode": piece.config.output_mode,
         "capture_sizes": list(piece.config.capture_sizes),
         "sizes": list(piece.sizes),  # the capture sizes dynamo's guards allow for this graph
+        "batch_dimension": piece.signature.batch_where,  # the bucketed symbol and where it is, or why none
+        "pinned": {str(symbol): value for symbol, value in piece.signature.pinned.items()},
         "graph_fallback": piece.fallback_reason,  # why the whole graph runs eagerly, or None
         "captured": captured,
         "memory_bytes": {
@@ -138,6 +140,8 @@ def format_inspection(result: dict[str, Any]) -> str:
             f"graph {number}: device {graph['device']}, lowering {graph['lowering']}, passes applied: {passes}, "
             f"sizes {graph['sizes']} (of capture_sizes {graph['capture_sizes']})"
         )
+        pinned = ", ".join(f"{symbol}={value}" for symbol, value in graph["pinned"].items()) or "none"
+        lines.append(f"  bucketed: {graph['batch_dimension']}; pinned: {pinned}")
         outside = [size for size in graph["capture_sizes"] if size not in graph["sizes"]]
         if outside and graph["sizes"]:
             lines.append(f"  capture sizes outside the range dynamo allows for this graph: {outside}")

@@ -3,7 +3,8 @@
 Dynamo hands the backend an FX graph whose placeholders carry fake tensors with symbolic sizes (`s0`, `2*s0`)
 and SymInt placeholders. `GraphSignature` reads them once:
 
-- it finds the one free symbol that is bucketed (the batch/token dimension), where it can be read at run time
+- it finds the one free symbol that is bucketed (the batch/token dimension the user names with the
+  `batch_dim` option or `torch._dynamo.mark_dynamic`, by default dimension 0), where it can be read at run time
   (a tensor dimension or a SymInt argument), and the range dynamo's guards allow for it;
 - it classifies every input (`InputKind`): *dynamic* tensors are copied into static buffers sized for the
   bucket, *by reference* tensors (weights, module buffers, inputs the graph writes) are captured at their
@@ -11,8 +12,11 @@ and SymInt placeholders. `GraphSignature` reads them once:
 - for every size it evaluates each input's and output's shape with sympy (`sizes_at`), and picks the bucket a
   run-time size pads up to (`bucket_for`).
 
-With more than one free symbol, one is bucketed (the leading dimension of the first dynamic input) and the
-others are pinned to their compile-time values; a call with other values runs eagerly.
+Only the batch dimension is ever bucketed: any other free symbol (a sequence length that indexes a position
+table, a size that attention mixes) is pinned to its compile-time value, and a call with another value runs
+eagerly. A graph in which the batch dimension is not symbolic (dynamo specialises size 1, so a graph compiled at
+batch 1 has none) is captured as it is, at its traced sizes, with every symbol pinned. Where the named dimension
+holds different symbols in different inputs, the choice is ambiguous: `AmbiguousBatchDimError` names them.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import sympy
 import torch
 import torch.fx
 
-from .errors import InputDeviceError, InputDtypeError, InputRankError, InputShapeError
+from .errors import AmbiguousBatchDimError, InputDeviceError, InputDtypeError, InputRankError, InputShapeError
 from .mutation import mutated_input_indices
 
 
@@ -113,10 +117,61 @@ def _read(args: Sequence[Any], locator: tuple[int, int | None]) -> int:
     return int(args[index]) if dim is None else int(args[index].shape[dim])
 
 
+BatchDim = str | int | tuple[tuple[str, int], ...]  # GraphConfig.batch_dim, validated
+
+
+def _marked_dims(example: Any) -> frozenset[int]:
+    """Dimensions the user marked with torch._dynamo.mark_dynamic on this input (dynamo keeps them on it)."""
+    return frozenset(getattr(example, "_dynamo_dynamic_indices", None) or ())
+
+
+def _batch_candidates(
+    inputs: Sequence[InputSpec], example_inputs: Sequence[Any], batch_dim: BatchDim
+) -> tuple[list[tuple[InputSpec, int]], str]:
+    """(input, dimension) pairs that hold the batch dimension, and how the user named it (for messages)."""
+    dynamic = [spec for spec in inputs if spec.kind is InputKind.DYNAMIC]
+    if batch_dim == "none":
+        return [], "batch_dim='none'"
+    if batch_dim == "auto":
+        marked = [(spec, dim) for spec in dynamic for dim in sorted(_marked_dims(example_inputs[spec.index]))]
+        if marked:
+            return marked, "batch_dim='auto': the dimensions marked with torch._dynamo.mark_dynamic"
+        batch_dim = 0
+    if isinstance(batch_dim, int):
+        return [(spec, batch_dim) for spec in dynamic if len(spec.shape) > batch_dim], f"batch_dim={batch_dim}"
+    named = dict(batch_dim)
+    picked = [(spec, named[spec.name]) for spec in dynamic if spec.name in named and len(spec.shape) > named[spec.name]]
+    return picked, f"batch_dim={named}"
+
+
+def choose_batch_symbol(
+    inputs: Sequence[InputSpec], example_inputs: Sequence[Any], batch_dim: BatchDim
+) -> tuple[sympy.Symbol | None, str]:
+    """The bucketed symbol (None when the named dimension is not dynamic in this graph) and where it is; raises
+    AmbiguousBatchDimError when the named dimension holds different symbols."""
+    candidates, how = _batch_candidates(inputs, example_inputs, batch_dim)
+    found: dict[sympy.Symbol, list[str]] = {}
+    for spec, dim in candidates:
+        if isinstance(spec.shape[dim], sympy.Symbol):
+            found.setdefault(spec.shape[dim], []).append(f"{spec.name} dim {dim}")
+    if len(found) > 1:
+        listed = "; ".join(f"{symbol}: {', '.join(places)}" for symbol, places in found.items())
+        raise AmbiguousBatchDimError(
+            f"ascend_graph: {how} names {len(found)} different dynamic sizes ({listed}); graph mode buckets one "
+            "batch/token dimension only: name it with options={'batch_dim': {'<argument>': <dim>}} or "
+            "torch._dynamo.mark_dynamic(<tensor>, <dim>) on that dimension alone, or mark the others static "
+            "(torch._dynamo.mark_static)"
+        )
+    if not found:
+        return None, f"no dynamic size at {how}"
+    symbol, places = next(iter(found.items()))
+    return symbol, f"{symbol} ({', '.join(places)}; {how})"
+
+
 class GraphSignature:
     """Inputs, outputs and buckets of one dynamo graph."""
 
-    def __init__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> None:
+    def __init__(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any], batch_dim: BatchDim = "auto") -> None:
         placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
         mutated = mutated_input_indices(gm)
         self.inputs = tuple(
@@ -136,7 +191,7 @@ class GraphSignature:
                 symbols |= expr.free_symbols
         self.symbols = tuple(sorted(symbols, key=str))
         self.unsupported_reason: str | None = None
-        self.symbol = self._choose_symbol()
+        self.symbol, self.batch_where = choose_batch_symbol(self.inputs, example_inputs, batch_dim)
         self.pinned: dict[sympy.Symbol, int] = {}
         self._locator: tuple[int, int | None] | None = None
         self._pin_locators: dict[sympy.Symbol, tuple[int, int | None]] = {}
@@ -145,24 +200,17 @@ class GraphSignature:
         missing = [str(symbol) for symbol, locator in locators.items() if locator is None]
         if missing:
             self.unsupported_reason = f"no input has a size equal to {missing} to read it from at run time"
-        elif self.symbol is not None:
-            self._locator = locators[self.symbol]
+        else:
+            self._locator = locators.get(self.symbol) if self.symbol is not None else None
             self._pin_locators = {s: loc for s, loc in locators.items() if s != self.symbol}  # type: ignore[misc]
             self.pinned = {s: _read(example_inputs, loc) for s, loc in self._pin_locators.items()}
-            self._read_range(placeholders)
+            if self.symbol is not None:
+                self._read_range(placeholders)
         bad_outputs = [spec for spec in self.outputs if not spec.is_tensor and spec.constant is not None]
         if bad_outputs and self.unsupported_reason is None:
             self.unsupported_reason = f"graph returns non-tensor values {[s.constant for s in bad_outputs]}"
         # sympy is evaluated once per (input or output, size); the hot path reads this cache.
         self._sizes: dict[tuple[str, int, int | None], tuple[int, ...]] = {}
-
-    def _choose_symbol(self) -> sympy.Symbol | None:
-        """The bucketed symbol: the leading dimension of the first dynamic input (the batch/token dimension);
-        any other symbol is pinned to its value at compile time and checked on every call."""
-        for spec in self.inputs:
-            if spec.kind is InputKind.DYNAMIC and spec.shape and isinstance(spec.shape[0], sympy.Symbol):
-                return spec.shape[0]
-        return self.symbols[0] if self.symbols else None
 
     def _find_locator(self, symbol: sympy.Symbol) -> tuple[int, int | None] | None:
         for spec in self.inputs:
@@ -228,9 +276,11 @@ class GraphSignature:
         for symbol, locator in self._pin_locators.items():
             value = _read(args, locator)
             if value != self.pinned[symbol]:
+                bucketed = "no dimension of this graph" if self.symbol is None else f"only {self.symbol}"
                 return (
                     f"dynamic size {symbol}={value} differs from {self.pinned[symbol]} it was captured at; "
-                    f"ascend_graph buckets only {self.symbol} (mark other dimensions static to avoid this)"
+                    f"ascend_graph buckets {bucketed}, the batch dimension ({self.batch_where}); other dynamic "
+                    "sizes are pinned (mark them static, or name the batch dimension with the batch_dim option)"
                 )
         return None
 

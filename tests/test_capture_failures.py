@@ -103,12 +103,67 @@ def test_every_size_failing_leaves_an_eager_graph_that_is_still_right(monkeypatc
     assert counts["capture_failures"] == 2 and counts["eager_calls"] == 3 and counts["replays"] == 0
 
 
-def test_a_programming_error_during_capture_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    fail_capture_at(monkeypatch, 4, lambda: TypeError("a bug, not a device failure"))
+@pytest.mark.parametrize("error", [TypeError, IndexError, ValueError, KeyError, AssertionError])
+def test_any_exception_during_capture_leaves_that_size_eager(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: type[Exception]
+) -> None:
+    """Not only device errors: whatever a capture raises, graph mode never fails the call for it."""
+    fail_capture_at(monkeypatch, 4, lambda: error("not a device failure (injected)"))
     model = mlp("cpu")
-    compiled, _ = compile_recording(model, capture_sizes=[2, 4])
-    with torch.no_grad(), pytest.raises(TypeError, match="a bug"):
-        compiled(torch.randn(3, 32))
+    compiled, pieces = compile_recording(model, capture_sizes=[2, 4])
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="ascend_graph"):
+        for n in (3, 2, 4, 3):
+            x = torch.randn(n, 32)
+            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+    fallback = pieces[0].size_fallbacks[4]
+    assert error.__name__ in fallback.reason and "batch_dim" in fallback.advice
+    assert set(pieces[0].captures) == {2}
+    warnings = [r.getMessage() for r in caplog.records if "capture_failed" in r.getMessage()]
+    assert len(warnings) == 2 and all(error.__name__ in m for m in warnings), warnings
+    counts = ascend_graph.counters()
+    assert counts["capture_failures"] == 1 and counts["eager_calls"] == 3 and counts["replays"] == 1, counts
+
+
+def test_a_lowering_that_raises_leaves_the_whole_graph_eager(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_lower(*args: Any) -> Any:
+        raise AttributeError("inductor could not lower this op (injected)")
+
+    monkeypatch.setattr("ascend_graph.backend.lower", broken_lower)
+    model = mlp("cpu")
+    compiled, pieces = compile_recording(model, capture_sizes=[2, 4])
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="ascend_graph"):
+        for n in (3, 4, 2):
+            x = torch.randn(n, 32)
+            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+    reason = pieces[0].fallback_reason
+    assert reason is not None and "AttributeError" in reason and "lowering='aten'" in reason
+    assert len([r for r in caplog.records if "AttributeError" in r.getMessage()]) == 1
+    counts = ascend_graph.counters()
+    assert counts["eager_fallbacks"] == 1 and counts["eager_calls"] == 3 and counts["captures"] == 0, counts
+
+
+def test_a_verifier_that_raises_leaves_that_size_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ascend_graph import backend
+
+    original = backend.verify_capture
+
+    def verify(reference: Any, signature: Any, capture: Any, *args: Any) -> Any:
+        if capture.size == 4:
+            raise KeyError("verifier broke (injected)")
+        return original(reference, signature, capture, *args)
+
+    monkeypatch.setattr(backend, "verify_capture", verify)
+    model = mlp("cpu")
+    compiled, pieces = compile_recording(model, capture_sizes=[2, 4], verify=True)
+    with torch.no_grad():
+        for n in (3, 2):
+            x = torch.randn(n, 32)
+            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+    assert set(pieces[0].captures) == {2} and "KeyError" in pieces[0].size_fallbacks[4].reason
+    counts = ascend_graph.counters()
+    assert counts["verify_errors"] == 1 and counts["eager_calls"] == 1 and counts["replays"] == 1, counts
 
 
 @pytest.mark.parametrize(

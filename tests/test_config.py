@@ -21,6 +21,12 @@ def test_defaults_are_valid_and_sorted() -> None:
         ({"output_mode": "borrowed"}, "output_mode"),
         ({"warmup_iters": 0}, "warmup_iters"),
         ({"pad_values": {"positions": "end"}}, "pad_values"),
+        ({"batch_dim": "batch"}, "batch_dim"),
+        ({"batch_dim": -1}, "batch_dim"),
+        ({"batch_dim": True}, "batch_dim"),
+        ({"batch_dim": {}}, "batch_dim"),
+        ({"batch_dim": {"input_ids": "0"}}, "batch_dim"),
+        ({"batch_dim": [0, 1]}, "batch_dim"),
     ],
 )
 def test_bad_values_name_the_field_and_the_allowed(options: dict, field: str) -> None:
@@ -56,3 +62,18 @@ def test_the_npu_lowering_follows_vllm_ascend_npugraph_ex_by_default_and_no_ge_m
     with pytest.raises(ValueError, match="lowering='npugraph_ex' is not available on device 'cpu'"):
         resolve_lowering("npugraph_ex", "cpu")
     assert GraphConfig(lowering="npugraph_ex").lowering == "npugraph_ex"
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        (1, 1),
+        ({"positions": 0, "input_ids": 1}, (("input_ids", 1), ("positions", 0))),
+        ([("x", 0)], (("x", 0),)),
+    ],
+)
+def test_batch_dim_forms(given: object, stored: object) -> None:
+    assert GraphConfig.from_options({"batch_dim": given}).batch_dim == stored
+    assert GraphConfig().batch_dim == "auto"

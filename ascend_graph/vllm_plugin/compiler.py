@@ -26,7 +26,7 @@ from vllm.utils.import_utils import resolve_obj_by_qualname
 
 from ..counters import bump
 from ..passes import apply_passes
-from .options import parse_additional_config
+from .options import default_lowering, parse_additional_config, platform_attribute
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
@@ -46,7 +46,7 @@ def host_compiler(vllm_config: Any) -> CompilerInterface:
     vLLM's CpuPlatform, which names none of its own)."""
     from vllm.platforms import current_platform
 
-    host = getattr(current_platform, "host_compile_backend", None)
+    host = platform_attribute(current_platform, "host_compile_backend", None)
     qualname = host() if host is not None else "inductor"
     if qualname == "inductor":
         return inductor_adaptor(vllm_config)
@@ -88,8 +88,9 @@ class AscendGraphCompiler(CompilerInterface):
     def compute_hash(self, vllm_config: Any) -> str:
         from vllm.platforms import current_platform
 
-        default = getattr(current_platform, "ascend_graph_default_lowering", "inductor")
-        options = parse_additional_config(vllm_config.additional_config, default_lowering=default)
+        options = parse_additional_config(
+            vllm_config.additional_config, default_lowering=default_lowering(current_platform)
+        )
         self.passes, self.lowering = tuple(options["passes"]), options["lowering"]
         self.on_cpu = current_platform.is_cpu()
         digest = f"ascend_graph-{self.lowering}-v2"

@@ -14,6 +14,19 @@ ALLOWED = {
 }
 
 
+def platform_attribute(platform: Any, name: str, default: Any) -> Any:
+    """`name` of the active vLLM platform, or `default` when its class has none. Read from the class: vLLM's
+    `Platform.__getattr__` answers a missing instance attribute with None and a warning ("Current platform cpu
+    does not have '...' attribute"), never with the default a plain getattr asks for."""
+    return getattr(type(platform), name, default)
+
+
+def default_lowering(platform: Any) -> str:
+    """The lowering used when the user names none: the platform's `ascend_graph_default_lowering` ("host" on
+    Ascend), else "inductor"."""
+    return platform_attribute(platform, "ascend_graph_default_lowering", "inductor")
+
+
 def parse_additional_config(
     additional_config: Mapping[str, Any] | None, default_lowering: str = "inductor"
 ) -> dict[str, Any]:

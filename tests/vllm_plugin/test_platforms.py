@@ -167,3 +167,25 @@ def test_host_lowering_compiles_with_the_host_platforms_own_compiler(
     compiler = AscendGraphCompiler()
     compiler.compute_hash(config)
     assert isinstance(compiler.inner, EagerAdaptor)
+
+
+def test_compiler_reads_platform_defaults_without_vllms_missing_attribute_warning(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path
+) -> None:
+    """vLLM's Platform.__getattr__ answers a missing attribute with None and the warning "Current platform cpu does
+    not have 'ascend_graph_default_lowering' attribute": the compiler must read its defaults from the class."""
+    import vllm.platforms.interface as interface
+    from vllm.platforms import current_platform
+
+    from ascend_graph.vllm_plugin.compiler import AscendGraphCompiler
+    from ascend_graph.vllm_plugin.platform import AscendGraphCpuPlatform
+
+    assert isinstance(current_platform, AscendGraphCpuPlatform)
+    warned: list[str] = []
+    monkeypatch.setattr(interface.logger, "warning_once", lambda message, *args, **_: warned.append(message % args))
+    compiler = AscendGraphCompiler()
+    digest = compiler.compute_hash(_config(model_dir))
+    assert compiler.lowering == "inductor" and digest.startswith("ascend_graph-inductor-"), digest
+    assert warned == [], warned
+    current_platform.ascend_graph_no_such_attribute  # noqa: B018 - the warning path is live: the test can fail
+    assert len(warned) == 1 and "does not have 'ascend_graph_no_such_attribute'" in warned[0], warned
