@@ -18,12 +18,10 @@ import datetime
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +43,9 @@ CONFIGS: dict[str, tuple[bool, list[str]]] = {  # name -> (ascend_graph on the p
         [AG, '{"ascend_graph": {"mode": "forward-async", "graph_runner": "vllm"}}'],
     ),
 }
+sys.path.insert(0, os.environ.get("AG_SITE", str(Path(__file__).resolve().parents[1])))  # the installed project
+from ascend_graph.vllm_plugin.server import free_port, stop, wait_ready  # noqa: E402
+
 CONCURRENCY = (1, 8, 32)
 PROMPTS = {1: 8, 8: 32, 32: 64}
 CAPTURE_LINE = re.compile(r"Graph capturing finished in (\d+) secs, took ([\d.]+) GiB")
@@ -83,26 +84,6 @@ def build_shape_dir(path: Path, shape: str) -> Path:
     }
     (path / "config.json").write_text(json.dumps(config, indent=1))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(port: int, server: subprocess.Popen, timeout_s: float = 420) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"server on port {port} not ready after {timeout_s} s")
 
 
 def _env(with_ag: bool) -> dict[str, str]:
@@ -146,7 +127,7 @@ def _check_plugin(log_text: str, with_ag: bool) -> None:
 def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path) -> dict[str, Any]:
     with_ag, extra = CONFIGS[config]
     env = _env(with_ag)
-    port = _free_port()
+    port = free_port()
     dtype = "float32" if model == "tiny" else "bfloat16"
     command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--served-model-name", "m", "--attention-backend", "TRITON_ATTN"]
@@ -159,7 +140,7 @@ def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path
         # cwd outside the checkout: a build left there (ascend_graph.egg-info) would put the plugin on sys.path
         server = subprocess.Popen([*command, *extra], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
         try:
-            _wait_ready(port, server)
+            wait_ready(port, server, timeout_s=420)
             startup_s = time.time() - started
             _check_plugin(log_path.read_text(), with_ag)
             for index in range(rounds):
@@ -167,11 +148,7 @@ def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path
                     result = work / f"{model}-{config}-c{concurrency}-r{index}.json"
                     runs[concurrency].append(_bench(model_dir, port, concurrency, result))
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
     text = log_path.read_text()
     vllm_capture = CAPTURE_LINE.findall(text)
     return {
@@ -241,7 +218,6 @@ def main() -> None:
     out = Path(args.out)
     for model in args.models.split(","):
         if model == "tiny":
-            sys.path.insert(0, os.environ["AG_SITE"])
             from ascend_graph.models.tiny_hf import build_tiny_model_dir
 
             model_dir = build_tiny_model_dir(work / "tiny")

@@ -35,6 +35,18 @@ def eager_requested(vllm_config: Any) -> bool:
     )
 
 
+def install_worker(vllm_config: Any, worker: str, host_worker: str, other_choice: str = "") -> None:
+    """Run ascend_graph's worker where the host's would run; refuse, naming the ways out, a worker_cls the user set."""
+    parallel = vllm_config.parallel_config
+    if parallel.worker_cls in ("auto", host_worker):
+        parallel.worker_cls = worker
+    elif parallel.worker_cls != worker:
+        raise ValueError(
+            f"ascend_graph graph mode runs its own worker ({worker}); worker_cls={parallel.worker_cls!r} cannot be "
+            f"combined with it: leave worker_cls unset, {other_choice}or run eager (enforce_eager=True)"
+        )
+
+
 def check_forward_async_supported(vllm_config: Any) -> None:
     """Refuse, naming the setting, the combinations forward-async does not support yet."""
     problems = []

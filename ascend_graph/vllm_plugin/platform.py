@@ -18,7 +18,7 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm.platforms.cpu import CpuPlatform
 
-from .graph_mode import CompilerMixin, check_forward_async_supported, eager_requested
+from .graph_mode import CompilerMixin, check_forward_async_supported, eager_requested, install_worker
 from .options import parse_additional_config
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
@@ -92,14 +92,7 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
             compilation.cudagraph_mode = CUDAGraphMode.PIECEWISE
         compilation.cudagraph_capture_sizes = sorted(sizes)
         compilation.max_cudagraph_capture_size = max(sizes)
-        parallel = vllm_config.parallel_config
-        if parallel.worker_cls in ("auto", CPU_WORKER):
-            parallel.worker_cls = WORKER
-        elif parallel.worker_cls != WORKER:
-            raise ValueError(
-                f"ascend_graph graph mode runs its own worker ({WORKER}); worker_cls={parallel.worker_cls!r} "
-                "cannot be combined with it: leave worker_cls unset, or run eager (enforce_eager=True)"
-            )
+        install_worker(vllm_config, WORKER, CPU_WORKER)
         if options["mode"] == "forward-async":
             check_forward_async_supported(vllm_config)
             vllm_config.scheduler_config.async_scheduling = True

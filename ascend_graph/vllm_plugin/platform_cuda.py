@@ -15,7 +15,7 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm.platforms.cuda import CudaPlatform
 
-from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requested
+from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requested, install_worker
 from .options import parse_additional_config
 
 logger = init_logger("vllm." + __name__)
@@ -40,15 +40,7 @@ class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
         configure_host_graph_mode(vllm_config, options, "CUDA", logger)
         if eager_requested(vllm_config) or options["graph_runner"] != "ascend_graph":
             return
-        parallel = vllm_config.parallel_config
-        if parallel.worker_cls in ("auto", CUDA_WORKER):
-            parallel.worker_cls = WORKER
-        elif parallel.worker_cls != WORKER:
-            raise ValueError(
-                f"ascend_graph graph mode runs its own worker ({WORKER}); worker_cls={parallel.worker_cls!r} cannot "
-                "be combined with it: leave worker_cls unset, set additional_config.ascend_graph.graph_runner="
-                "'vllm', or run eager (enforce_eager=True)"
-            )
+        install_worker(vllm_config, WORKER, CUDA_WORKER, "set additional_config.ascend_graph.graph_runner='vllm', ")
 
 
 CUDA_WORKER = "vllm.v1.worker.gpu_worker.Worker"

@@ -19,7 +19,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_ready(port: int, server: subprocess.Popen, timeout_s: float) -> None:
+def wait_ready(port: int, server: subprocess.Popen, timeout_s: float) -> None:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if server.poll() is not None:
@@ -31,6 +31,15 @@ def _wait_ready(port: int, server: subprocess.Popen, timeout_s: float) -> None:
         except OSError:
             time.sleep(1)
     raise TimeoutError(f"vLLM server on port {port} not ready after {timeout_s} s")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM (vLLM shuts down cleanly on it), then SIGKILL after a minute."""
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 @contextlib.contextmanager
@@ -60,11 +69,7 @@ def served(
     with open(log_path, "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
-            _wait_ready(port, server, timeout_s)
+            wait_ready(port, server, timeout_s)
             yield port
         finally:
-            server.terminate()
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(server)
