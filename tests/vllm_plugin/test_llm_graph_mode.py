@@ -160,7 +160,12 @@ def test_ascend_graph_options_name_the_allowed() -> None:
         parse_additional_config({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
         parse_additional_config({"ascend_graph": {"mode": "fast"}})
-    assert parse_additional_config(None) == {"mode": "sync", "lowering": "inductor", "debug": False, "passes": ()}
+    defaults = {"mode": "sync", "lowering": "inductor", "debug": False, "passes": (), "graph_runner": "ascend_graph"}
+    assert parse_additional_config(None) == defaults
+    with pytest.raises(
+        ValueError, match=r"graph_runner='cuda' is not allowed; allowed values are \('ascend_graph', 'vllm'\)"
+    ):
+        parse_additional_config({"ascend_graph": {"graph_runner": "cuda"}})
     with pytest.raises(
         ValueError, match=r"lowering='torchair' is not allowed; allowed values are \('inductor', 'aten', 'host'\)"
     ):

