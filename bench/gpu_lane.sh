@@ -7,7 +7,9 @@
 #   1. carry [.gpuvllm/part1, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh stage
 #   2. carry [.gpuvllm/part2, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh test
 #   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
-# `test` runs the gpu_vllm tests (log under $OUT); `bench` runs bench/gpu_serve.py (JSON and logs under $OUT).
+#                      bash bench/gpu_lane.sh load [MODE]
+# `test` runs the gpu_vllm tests (log under $OUT); `bench` runs bench/gpu_serve.py (JSON and logs under $OUT);
+# `load` runs the bounded load test (500 requests, 64 in flight, mid-stream disconnects) against the OpenAI server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ag-out}
@@ -38,5 +40,11 @@ case "${1:-}" in
     PYTHONPATH=/tmp/site python3 bench/gpu_serve.py --models "$2" --configs "$3" --rounds "${4:-3}" \
       --out "$OUT/serve_h200_$(echo "$2" | tr ',' '_').json" 2>&1 | tee "$OUT/serve_bench.log" | grep -v "^INFO" | tail -60
     ;;
-  *) echo "usage: bench/gpu_lane.sh stage|test|bench MODELS CONFIGS [ROUNDS]" >&2; exit 2 ;;
+  load)
+    [ -d "$AG_SITE/ascend_graph" ] || install
+    (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site" python3 -m ascend_graph.benchmarks.load_test --mode "${2:-forward-async}" \
+      --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G" --work-dir /tmp/ag-load \
+      --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25
+    cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true ;;
+  *) echo "usage: bench/gpu_lane.sh stage|test|bench MODELS CONFIGS [ROUNDS]|load [MODE]" >&2; exit 2 ;;
 esac

@@ -377,7 +377,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     plan = make_plan(args.requests, args.disconnect_fraction, args.seed)
     log_path = work / "server.log"
     started = time.time()
-    server_args = [*BASE_ARGS, *MODE_ARGS[args.mode]]
+    server_args = [*BASE_ARGS, *MODE_ARGS[args.mode], *args.server_args.split()]
     with served(model_dir, server_args, log_path, SERVER_ENV) as port:
         startup_s = time.time() - started
         exercised = asyncio.run(_exercise(port, plan, args))
@@ -447,6 +447,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--mode", choices=tuple(MODE_ARGS), default="forward-async")
     parser.add_argument("--out", default=".out/load_cpu.json")
     parser.add_argument("--work-dir", default=None, help="for the tiny model and the server log (default: a temp dir)")
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help="more arguments for the server, one string (GPU lane: '--attention-backend TRITON_ATTN')",
+    )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.concurrency < 1 or not 0.0 <= args.disconnect_fraction < 1.0:
         parser.error("--requests and --concurrency must be >= 1 and --disconnect-fraction in [0, 1)")
