@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 from vllm.config import CUDAGraphMode
 from vllm.forward_context import set_forward_context
 from vllm.logger import init_logger
@@ -53,7 +54,7 @@ from vllm.v1.utils import CpuGpuBuffer
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
-from ..counters import bump
+from ..counters import bump, counters
 from ..device.cpu import CPU_DEVICE, CpuEvent
 from .static_graph import AscendGraphStaticWrapper
 
@@ -205,6 +206,31 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         super().load_model(*args, **kwargs)
         if self.compilation_config.cudagraph_mode.has_full_cudagraphs():  # as GPUModelRunner wraps for CUDA graphs
             self.model = AscendGraphStaticWrapper(self.model, self.vllm_config, runtime_mode=CUDAGraphMode.FULL)
+
+    def capture_at_startup(self) -> None:
+        """Every capture size at start-up, largest first, as vLLM's GPU runners do: a dummy batch of each size runs
+        in graph mode and the wrappers capture it (bound to vLLM's own buffers, which sync steps read; forward-async
+        jobs read their staged sets, captured at their first step). Start-up never fails for this: a size that
+        cannot be run here is captured at its first use, as before, with the reason logged."""
+        config = self.compilation_config
+        sizes = sorted(config.cudagraph_capture_sizes or (), reverse=True)
+        if config.cudagraph_mode == CUDAGraphMode.NONE or not sizes:
+            return
+        runtime = CUDAGraphMode.FULL if config.cudagraph_mode.has_full_cudagraphs() else CUDAGraphMode.PIECEWISE
+        start, captured = time.perf_counter(), counters()["captures"]
+        try:
+            for size in tqdm(sizes, desc=f"ascend_graph: capturing {runtime.name} graphs (CPU)", disable=None):
+                self._dummy_run(size, cudagraph_runtime_mode=runtime, force_attention=runtime == CUDAGraphMode.FULL)
+        except Exception as error:  # noqa: BLE001 - the sizes left are captured at their first step
+            logger.warning("ascend_graph: start-up capture stopped (%r); the sizes left capture at first use", error)
+        captured = counters()["captures"] - captured
+        bump("startup_captures", captured)
+        logger.info(
+            "ascend_graph: captured %d graphs for sizes %s at start-up in %.2f s",
+            captured,
+            sizes,
+            time.perf_counter() - start,
+        )
 
     def _check_and_update_cudagraph_mode(
         self, attention_backends: Any, kv_cache_groups: Any, is_profiling: bool = False

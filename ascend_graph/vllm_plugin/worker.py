@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from vllm.v1.worker.cpu_worker import CPUWorker
 
 from .model_runner import AscendGraphCPUModelRunner
@@ -18,3 +20,10 @@ class AscendGraphCPUWorker(CPUWorker):
         self.model_runner.__class__ = AscendGraphCPUModelRunner
         options = parse_additional_config(self.vllm_config.additional_config)
         self.model_runner.setup_ascend_graph(options["mode"])
+
+    def compile_or_warm_up_model(self) -> Any:
+        # Where vLLM's GPU worker captures its graphs: the model is compiled and the KV cache and the graph
+        # dispatcher exist (the CPU worker warms up earlier, before either).
+        result = super().compile_or_warm_up_model()
+        self.model_runner.capture_at_startup()
+        return result

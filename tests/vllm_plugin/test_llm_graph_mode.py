@@ -97,6 +97,8 @@ def test_llm_graph_sync_equals_eager_and_graphs_ran_in_the_worker(model_dir: Pat
     # extra tokens, give or take the step where the ninth-longest request finishes.
     assert counts["captures"] + counts["replays"] >= MAX_TOKENS[-1] - MAX_TOKENS[-9] - 1, counts
     assert counts.get("vllm_async_steps", 0) == 0, counts
+    # Every size captured at start-up, none in the middle of serving (sync steps read vLLM's own buffers).
+    assert counts["startup_captures"] == len(GRAPH["cudagraph_capture_sizes"]) == counts["captures"], counts
 
 
 @pytest.mark.slow
