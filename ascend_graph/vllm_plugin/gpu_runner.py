@@ -121,14 +121,13 @@ class AscendGraphCudaGraphs(ModelCudaGraphManager, _CaptureLoop):
     """vLLM's FULL-graph manager with ascend_graph's capture step. Built by re-classing the runner's manager
     (`adopt`), so that its construction, candidates and dispatch table stay vLLM's own."""
 
-    def adopt(self, static_sets: int) -> None:
+    def adopt(self, static_sets: int, delay_ms: float, draws: random.Random) -> None:
         self.ag_device = get_device("cuda")
         self.ag_static_sets = static_sets
         self.ag_set = 0  # the static set the next capture or replay uses
         self.ag_graphs: dict[tuple[BatchExecutionDescriptor, int], Capture] = {}
         self.ag_eager: dict[BatchExecutionDescriptor, SizeFallback] = {}
-        self.ag_delay_ms = 0.0
-        self.ag_random = random.Random(0)
+        self.ag_delay_ms, self.ag_random = delay_ms, draws  # the stress knob's device delays
 
     # -- dispatch and replay -------------------------------------------------------------------------------------
 
@@ -201,8 +200,8 @@ class AscendGraphGPUModelRunner(GPUModelRunner):
         if manager is None:
             return
         manager.__class__ = AscendGraphCudaGraphs
-        manager.adopt(static_sets=2 if self.ag_mode == "forward-async" else 1)
-        manager.ag_delay_ms, manager.ag_random = self.ag_delay_ms, random.Random(self.ag_random.random())
+        sets = 2 if self.ag_mode == "forward-async" else 1
+        manager.adopt(sets, self.ag_delay_ms, random.Random(self.ag_random.random()))
         self.ag_sets = [self._current_set()]
         if self.ag_mode == "forward-async":
             self.ag_sets.append(self._new_set())

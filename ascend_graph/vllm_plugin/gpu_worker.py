@@ -14,8 +14,9 @@ class AscendGraphGPUWorker(Worker):
         super().init_device()
         if not uses_v2_runner(self):
             raise ValueError(
-                "ascend_graph's own graph mode on CUDA runs in vLLM's Model Runner V2 (vLLM's default on CUDA); "
-                "unset VLLM_USE_V2_MODEL_RUNNER=0, or set additional_config.ascend_graph.graph_runner='vllm'"
+                "ascend_graph's own graph mode on CUDA runs in vLLM's Model Runner V2 (vLLM's default on CUDA): "
+                "unset VLLM_USE_V2_MODEL_RUNNER (it is 0 here), or set "
+                "additional_config.ascend_graph.graph_runner='vllm'"
             )
         # vLLM builds its V2 GPUModelRunner here; ours only adds the graphs' capture step and the static sets, so
         # the object is re-classed rather than rebuilt (its construction stays vLLM's own).
