@@ -5,11 +5,12 @@
 #   echo /.gpuvllm/ >> .git/info/exclude; bash ../shared/gpu-vllm/build.sh .gpuvllm
 # On the device, calls back to back (a machine stays warm ~30 s and keeps ignored folders):
 #   1. carry [.gpuvllm/part1, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh stage
-#   2. carry [.gpuvllm/part2, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh test
+#   2. carry [.gpuvllm/part2, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh test [load]
 #   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
 #                      bash bench/gpu_lane.sh load [MODE]
-# `test` runs the gpu_vllm tests (log under $OUT); `bench` runs bench/gpu_serve.py (JSON and logs under $OUT);
-# `load` runs the bounded load test (500 requests, 64 in flight, mid-stream disconnects) against the OpenAI server.
+# `test` runs the gpu_vllm tests in two processes side by side (logs under $OUT), with `load` the load test beside
+# them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs the bounded load test (500 requests,
+# 64 in flight, mid-stream disconnects) against the OpenAI server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ag-out}
@@ -33,18 +34,26 @@ case "${1:-}" in
   stage) bash .gpuvllm/install.sh; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv ;;
   test)
     install
-    PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider \
-      tests/vllm_plugin/test_gpu_vllm.py 2>&1 | tee "$OUT/gpu_vllm_tests.log" | tail -40 ;;
+    # two groups side by side (each builds its own eager reference), the load test beside them when asked
+    group() { PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$1" \
+      tests/vllm_plugin/test_gpu_vllm.py >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
+    group "full_and_piecewise or random_delays or broken" a & a=$!
+    group "test_piecewise_equals_eager or baseline" b & b=$!
+    [ "${2:-}" = load ] && { bash "$0" load >"$OUT/load.log" 2>&1 & l=$!; }
+    status=0; wait $a || status=1; wait $b || status=1
+    [ -n "${l:-}" ] && { wait "$l" || status=1; tail -25 "$OUT/load.log"; }
+    for g in a b; do grep -E "passed|failed|FAILED|Error" "$OUT/gpu_vllm_tests_$g.log" | tail -8; done
+    exit $status ;;
   bench)
     [ -d "$AG_SITE/ascend_graph" ] || install
     PYTHONPATH=/tmp/site python3 bench/gpu_serve.py --models "$2" --configs "$3" --rounds "${4:-3}" \
-      --out "$OUT/serve_h200_$(echo "$2" | tr ',' '_').json" 2>&1 | tee "$OUT/serve_bench.log" | grep -v "^INFO" | tail -60
+      --stop-after-s "${AG_STOP_AFTER_S:-500}" --out "$OUT/serve_h200_$(echo "$2" | tr ',' '_').json" 2>&1 | tee "$OUT/serve_bench.log" | grep -v "^INFO" | tail -60
     ;;
   load)
     [ -d "$AG_SITE/ascend_graph" ] || install
     (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site" python3 -m ascend_graph.benchmarks.load_test --mode "${2:-forward-async}" \
-      --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G" --work-dir /tmp/ag-load \
+      --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1" --work-dir /tmp/ag-load \
       --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25
     cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true ;;
-  *) echo "usage: bench/gpu_lane.sh stage|test|bench MODELS CONFIGS [ROUNDS]|load [MODE]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_lane.sh stage|test [load]|bench MODELS CONFIGS [ROUNDS]|load [MODE]" >&2; exit 2 ;;
 esac

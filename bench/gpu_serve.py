@@ -1,10 +1,12 @@
 """Serving benchmark on the GPU lane: `vllm serve` + `vllm bench serve` (vLLM 0.26.0 for CUDA, the offline bundle),
 stock vLLM against ascend_graph, side by side in one call. Run by `bench/gpu_lane.sh bench ...` on the device.
 
-Each configuration is one server on 127.0.0.1; each concurrency is benchmarked `--rounds` times, the rounds of all
-concurrencies interleaved (c1, c8, c32, c1, ...), random 128 in / 128 out, --ignore-eos. Stock vLLM runs without
+Each configuration is one server on 127.0.0.1; the servers of one model start together and stay up side by side
+(the H200 holds them all), and are benchmarked one at a time: `--rounds` rounds, each running every configuration
+at concurrency 1, 8 and 32 (the order of configurations rotated per round), random 128 in / 128 out, --ignore-eos.
+Rounds stop early, recorded, when the call's time (--stop-after-s) runs out. Stock vLLM runs without
 ascend_graph on PYTHONPATH (no plugin: vLLM's CUDA graphs, async scheduling, inductor); ascend_graph configurations
-put the installed project first. Model shapes: the tiny Qwen3 of the tests (float32 weights served in bf16), and
+put the installed project first. Model shapes: the tiny Qwen3 of the tests (float32), and
 the Qwen3-0.6B and Qwen3-8B shapes with dummy weights (`--load-format dummy`), whose tokenizer is a word-level one
 of the shape's full vocabulary built here (the random dataset decodes and re-encodes ids one to one).
 
@@ -14,6 +16,7 @@ of the shape's full vocabulary built here (the random dataset decodes and re-enc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +48,14 @@ CONFIGS: dict[str, tuple[bool, list[str]]] = {  # name -> (ascend_graph on the p
     ),
 }
 sys.path.insert(0, os.environ.get("AG_SITE", str(Path(__file__).resolve().parents[1])))  # the installed project
-from ascend_graph.vllm_plugin.server import free_port, stop, wait_ready  # noqa: E402
+from ascend_graph.vllm_plugin.server import free_port, stop  # noqa: E402
 
 CONCURRENCY = (1, 8, 32)
 PROMPTS = {1: 8, 8: 32, 32: 64}
 CAPTURE_LINE = re.compile(r"Graph capturing finished in (\d+) secs, took ([\d.]+) GiB")
-OUR_CAPTURE_LINE = re.compile(r"ascend_graph: captured (\d+) (\w+) sizes \(static set (\d)\) in ([\d.]+) s")
+OUR_CAPTURE_LINE = re.compile(
+    r"ascend_graph: captured (\d+) (\w+) sizes \(static set (\d)\) in ([\d.]+) s, graph pool \+([\d.]+) GiB"
+)
 
 
 def build_shape_dir(path: Path, shape: str) -> Path:
@@ -124,45 +130,121 @@ def _check_plugin(log_text: str, with_ag: bool) -> None:
         raise RuntimeError(f"ascend_graph plugin {'active' if active else 'inactive'} where it must not be")
 
 
-def run_config(model: str, model_dir: Path, config: str, rounds: int, work: Path) -> dict[str, Any]:
+@dataclasses.dataclass
+class Server:
+    model: str
+    config: str
+    with_ag: bool
+    extra: list[str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen
+    started: float
+    startup_s: float | None = None
+    error: str | None = None
+    bench_errors: list[str] = dataclasses.field(default_factory=list)
+
+
+def start_server(model: str, model_dir: Path, config: str, work: Path) -> Server:
     with_ag, extra = CONFIGS[config]
     env = _env(with_ag)
+    env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # servers start together: no pool of compile workers each
     port = free_port()
     dtype = "float32" if model == "tiny" else "bfloat16"
     command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--served-model-name", "m", "--attention-backend", "TRITON_ATTN"]
-    command += ["--max-model-len", "512", "--max-num-seqs", "32", "--dtype", dtype, "--kv-cache-memory-bytes", "8G"]
+    command += ["--max-model-len", "512", "--max-num-seqs", "32", "--dtype", dtype]
+    # KV cache set in bytes (the same for every configuration; vLLM then skips its memory profiling) and a small
+    # utilisation for vLLM's free-memory check at start, so that the servers of one model share the GPU.
+    command += ["--kv-cache-memory-bytes", "2G", "--gpu-memory-utilization", "0.08"]
     command += [] if model == "tiny" else ["--load-format", "dummy"]
     log_path = work / f"{model}-{config}.log"
-    started = time.time()
-    runs: dict[int, list[dict[str, Any]]] = {c: [] for c in CONCURRENCY}
     with open(log_path, "w") as log:
         # cwd outside the checkout: a build left there (ascend_graph.egg-info) would put the plugin on sys.path
-        server = subprocess.Popen([*command, *extra], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
-        try:
-            wait_ready(port, server, timeout_s=420)
-            startup_s = time.time() - started
-            _check_plugin(log_path.read_text(), with_ag)
-            for index in range(rounds):
-                for concurrency in CONCURRENCY:
-                    result = work / f"{model}-{config}-c{concurrency}-r{index}.json"
-                    runs[concurrency].append(_bench(model_dir, port, concurrency, result))
-        finally:
-            stop(server)
-    text = log_path.read_text()
-    vllm_capture = CAPTURE_LINE.findall(text)
+        process = subprocess.Popen([*command, *extra], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    return Server(model, config, with_ag, extra, port, log_path, process, time.time())
+
+
+def _healthy(server: Server) -> bool:
+    """One look: True once the server answers /health; raises if its process has exited."""
+    if server.process.poll() is not None:
+        raise RuntimeError(f"vLLM server exited with {server.process.returncode} before it was ready")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _await_all(servers: list[Server], timeout_s: float) -> None:
+    """Poll every server until each answers /health, exits or times out; failures are recorded, not raised."""
+    deadline = time.time() + timeout_s
+    waiting = list(servers)
+    while waiting:
+        for server in list(waiting):
+            try:
+                if not _healthy(server):
+                    if time.time() < deadline:
+                        continue
+                    raise TimeoutError(f"not ready after {timeout_s:.0f} s")
+                server.startup_s = time.time() - server.started
+                _check_plugin(server.log_path.read_text(), server.with_ag)
+            except Exception as error:  # noqa: BLE001 - recorded; the other configurations go on
+                server.error = repr(error)
+                tail = server.log_path.read_text().splitlines()[-30:]
+                print(f"FAILED {server.config}: {server.error}\n" + "\n".join(tail), flush=True)
+            waiting.remove(server)
+        time.sleep(1)
+
+
+def run_all(
+    model_dirs: dict[str, Path], configs: list[str], rounds: int, work: Path, stop_at: float
+) -> list[dict[str, Any]]:
+    """Every (model, configuration) served at once, started together (so start-up and capture times are measured
+    under each other's load); then `rounds` rounds, each benchmarking every server at every concurrency, one at a
+    time, the order of configurations rotated from round to round."""
+    servers = [start_server(model, path, config, work) for model, path in model_dirs.items() for config in configs]
+    runs: dict[int, dict[int, list[dict[str, Any]]]] = {id(s): {c: [] for c in CONCURRENCY} for s in servers}
+    try:
+        _await_all(servers, timeout_s=max(60.0, stop_at - time.time() - 60))
+        live = [s for s in servers if s.error is None]
+        print(f"{len(live)} of {len(servers)} servers ready at {time.strftime('%H:%M:%S')}", flush=True)
+        for index in range(rounds):
+            for model, path in model_dirs.items():
+                mine = [s for s in live if s.model == model]
+                for server in mine[index % max(1, len(mine)) :] + mine[: index % max(1, len(mine))]:
+                    for concurrency in CONCURRENCY:
+                        if time.time() > stop_at:
+                            continue  # out of time: this round stays short (the JSON shows the runs each has)
+                        result = work / f"{model}-{server.config}-c{concurrency}-r{index}.json"
+                        try:
+                            runs[id(server)][concurrency].append(_bench(path, server.port, concurrency, result))
+                        except Exception as error:  # noqa: BLE001 - recorded; the other runs go on
+                            server.bench_errors.append(f"c{concurrency} round {index}: {error!r}")
+    finally:
+        for server in servers:
+            server.process.terminate()
+        for server in servers:
+            stop(server.process)  # waits for each (it has been sent SIGTERM already), SIGKILL after a minute
+    return [_entry(server, runs[id(server)]) for server in servers]
+
+
+def _entry(server: Server, runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    text = server.log_path.read_text()
     return {
-        "model": model,
-        "config": config,
-        "server_args": extra,
-        "startup_s": startup_s,
-        "capture_logged": [{"seconds": int(s), "gib": float(g)} for s, g in vllm_capture],
+        "model": server.model,
+        "config": server.config,
+        "server_args": server.extra,
+        "error": server.error,
+        "bench_errors": server.bench_errors,
+        "startup_s": server.startup_s,
+        "capture_logged": [{"seconds": int(s), "gib": float(g)} for s, g in CAPTURE_LINE.findall(text)],
         "ascend_graph_capture_logged": [
-            {"sizes": int(n), "mode": m, "set": int(k), "seconds": float(s)}
-            for n, m, k, s in OUR_CAPTURE_LINE.findall(text)
+            {"sizes": int(n), "mode": m, "set": int(k), "seconds": float(s), "pool_gib": float(g)}
+            for n, m, k, s, g in OUR_CAPTURE_LINE.findall(text)
         ],
         "plugin_active": "Platform plugin ascend_graph is activated" in text,
-        "runs": {str(c): r for c, r in runs.items()},
+        "runs": {str(c): r for c, r in runs.items() if r},
         "log_tail": text.splitlines()[-5:],
     }
 
@@ -178,6 +260,8 @@ def table(result: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|---|---|---|---|")
     for entry in result["configs"]:
         for concurrency, rounds in entry["runs"].items():
+            if not rounds:
+                continue
             tpot = [r["p50_tpot_ms"] for r in rounds]
             cells = [
                 f"{_median(tpot):.2f} [{min(tpot):.2f}-{max(tpot):.2f}]",
@@ -196,12 +280,15 @@ def main() -> None:
     parser.add_argument("--configs", default="eager,stock,ag-sync,ag-forward-async")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--stop-after-s", type=float, default=520, help="no new benchmark run after this")
     args = parser.parse_args()
     import torch
 
+    stop_at = time.time() + args.stop_after_s
     work = Path(tempfile.mkdtemp(prefix="ag-gpu-serve-"))
     result: dict[str, Any] = {
-        "benchmark": "vllm bench serve, random 128 in / 128 out, --ignore-eos, max-num-seqs 32, TRITON_ATTN",
+        "benchmark": "vllm bench serve, random 128 in / 128 out, --ignore-eos, max-num-seqs 32, TRITON_ATTN; "
+        "the servers of one model run side by side (started together), benchmarked one at a time",
         "environment": {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": torch.cuda.get_device_name(),
@@ -216,23 +303,16 @@ def main() -> None:
         "configs": [],
     }
     out = Path(args.out)
+    model_dirs: dict[str, Path] = {}
     for model in args.models.split(","):
         if model == "tiny":
             from ascend_graph.models.tiny_hf import build_tiny_model_dir
 
-            model_dir = build_tiny_model_dir(work / "tiny")
+            model_dirs[model] = build_tiny_model_dir(work / "tiny")
         else:
-            model_dir = build_shape_dir(work / model, model)
-        for config in args.configs.split(","):
-            try:
-                result["configs"].append(run_config(model, model_dir, config, args.rounds, work))
-            except Exception as error:  # noqa: BLE001 - record and go on: the call has one budget
-                log = work / f"{model}-{config}.log"
-                tail = log.read_text().splitlines()[-30:] if log.exists() else []
-                result.setdefault("errors", []).append({"model": model, "config": config, "error": repr(error)})
-                print(f"FAILED {model} {config}: {error!r}\n" + "\n".join(tail), flush=True)
-            out.write_text(json.dumps(result, indent=1))
-            print(f"done {model} {config} at {time.strftime('%H:%M:%S')}", flush=True)
+            model_dirs[model] = build_shape_dir(work / model, model)
+    result["configs"] = run_all(model_dirs, args.configs.split(","), args.rounds, work, stop_at)
+    out.write_text(json.dumps(result, indent=1))
     print(table(result))
 
 

@@ -17,13 +17,20 @@ static graph wrapper. ascend_graph keeps vLLM's step and scheduling and takes ov
   the rotation changes no ordering here. It is the protocol of hosts that write static inputs from the host (the
   CPU lane, and Ascend's attention-parameter update), kept identical on CUDA so that the same code runs there.
 
-Stress knob (tests only): `ASCEND_GRAPH_STRESS_DELAY_MS` makes each step's host preparation and each replay late
-by a random 0..value ms (host: a sleep; device: a spin kernel queued before the replay), drawn per rank.
+Where the host does write what the device reads later, it is vLLM's staging: the host fills pinned buffers that the
+step's input-preparation kernels read directly (UVA: request state, block-table writes and block counts), in pools
+as deep as the batches in flight (two with async scheduling) — hazard 1 of docs/design.md, guarded by that depth.
+
+Knobs (tests only): `ASCEND_GRAPH_STRESS_DELAY_MS` makes each step late on the host (a sleep) and on the device (a
+spin kernel queued before its input preparation) by a random 0..value ms, drawn per rank.
+`ASCEND_GRAPH_UNSAFE_NO_STAGING=1` is the broken variant: the staging pools are one deep, so the host rewrites
+pinned inputs that the previous step's kernels have not read yet; with the stress knob it gives wrong tokens.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import random
 import time
@@ -37,6 +44,7 @@ from vllm.config.compilation import CUDAGraphMode
 from vllm.distributed.parallel_state import graph_capture, is_global_first_rank
 from vllm.logger import init_logger
 from vllm.model_executor.offloader.base import get_offloader
+from vllm.v1.worker.gpu.buffer_utils import UvaBufferPool
 from vllm.v1.worker.gpu.cudagraph_utils import BatchExecutionDescriptor, CudaGraphManager, ModelCudaGraphManager
 from vllm.v1.worker.gpu.input_batch import InputBuffers
 from vllm.v1.worker.gpu.model_runner import GPUModelRunner
@@ -121,13 +129,12 @@ class AscendGraphCudaGraphs(ModelCudaGraphManager, _CaptureLoop):
     """vLLM's FULL-graph manager with ascend_graph's capture step. Built by re-classing the runner's manager
     (`adopt`), so that its construction, candidates and dispatch table stay vLLM's own."""
 
-    def adopt(self, static_sets: int, delay_ms: float, draws: random.Random) -> None:
+    def adopt(self, static_sets: int) -> None:
         self.ag_device = get_device("cuda")
         self.ag_static_sets = static_sets
         self.ag_set = 0  # the static set the next capture or replay uses
         self.ag_graphs: dict[tuple[BatchExecutionDescriptor, int], Capture] = {}
         self.ag_eager: dict[BatchExecutionDescriptor, SizeFallback] = {}
-        self.ag_delay_ms, self.ag_random = delay_ms, draws  # the stress knob's device delays
 
     # -- dispatch and replay -------------------------------------------------------------------------------------
 
@@ -148,8 +155,6 @@ class AscendGraphCudaGraphs(ModelCudaGraphManager, _CaptureLoop):
     def run_fullgraph(self, desc: BatchExecutionDescriptor) -> Any:
         """Replay the FULL graph of `desc` for the current static set; returns vLLM's hidden-state views."""
         get_offloader().sync_prev_onload()
-        if self.ag_delay_ms:  # stress: the device is late by a random amount, differently on every rank
-            torch.cuda._sleep(int(self.ag_random.uniform(0, self.ag_delay_ms) * SPIN_CYCLES_PER_MS))
         self.ag_graphs[(desc, self.ag_set)].graph.replay()
         bump("replays")
         return self._full_outputs(desc)
@@ -191,17 +196,19 @@ class AscendGraphGPUModelRunner(GPUModelRunner):
         self.ag_sets: list[StaticSet] = []
         self.ag_step = 0
         self.ag_delay_ms = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0)
+        self.ag_unsafe_staging = os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1"
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.ag_random = random.Random(1000 + rank)
 
     def initialize_kv_cache(self, kv_cache_config: Any) -> None:
         super().initialize_kv_cache(kv_cache_config)
+        if self.ag_unsafe_staging:
+            _single_buffer_staging()
         manager = self.cudagraph_manager
         if manager is None:
             return
         manager.__class__ = AscendGraphCudaGraphs
-        sets = 2 if self.ag_mode == "forward-async" else 1
-        manager.adopt(sets, self.ag_delay_ms, random.Random(self.ag_random.random()))
+        manager.adopt(2 if self.ag_mode == "forward-async" else 1)
         self.ag_sets = [self._current_set()]
         if self.ag_mode == "forward-async":
             self.ag_sets.append(self._new_set())
@@ -249,11 +256,21 @@ class AscendGraphGPUModelRunner(GPUModelRunner):
         if len(self.ag_sets) > 1 and not kwargs.get("dummy_run", False):
             self._use_set(self.ag_step % len(self.ag_sets))  # this step writes, and its graph reads, this set
             self.ag_step += 1
-        if self.ag_delay_ms:
-            time.sleep(self.ag_random.uniform(0, self.ag_delay_ms) / 1e3)
+        if self.ag_delay_ms and not kwargs.get("dummy_run", False):
+            time.sleep(self.ag_random.uniform(0, self.ag_delay_ms) / 1e3)  # the host is late...
+            # ...and the device, differently: this step's input preparation and replay queue behind a spin
+            torch.cuda._sleep(int(self.ag_random.uniform(0, self.ag_delay_ms) * SPIN_CYCLES_PER_MS))
         return super().execute_model(scheduler_output, *args, **kwargs)
 
     def ascend_graph_report(self) -> dict[str, Any]:
         manager = self.cudagraph_manager
         report = manager.report() if isinstance(manager, AscendGraphCudaGraphs) else {}
         return {"mode": self.ag_mode, **report}
+
+
+def _single_buffer_staging() -> None:
+    """The broken variant (tests only): every pinned staging pool of this worker process one deep."""
+    pools = [obj for obj in gc.get_objects() if isinstance(obj, UvaBufferPool)]
+    for pool in pools:
+        pool.max_concurrency = 1
+    logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, %d staging pools one deep (broken)", len(pools))

@@ -4,7 +4,8 @@
 shrink 17 -> 1 through sizes above the largest capture size (8), exact sizes (8, 4, 2, 1) and padded ones
 (7, 6, 5, 3): greedy tokens of ascend_graph sync and forward-async, FULL_AND_PIECEWISE and PIECEWISE, equal to
 eager; the worker's counters show captures and replays of ascend_graph's own wrapper and FULL graphs; forward-async
-with random host and device delays equal too. Run by `bench/gpu_lane.sh`; skipped where vLLM has no CUDA.
+with random host and device delays equal too, and its broken variant (pinned staging one deep) different, so that
+this test can fail. Run by `bench/gpu_lane.sh`; skipped where vLLM has no CUDA.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def generate(model_dir: Path, **engine_args: object) -> tuple[list[list[int]], d
         dtype="float32",
         seed=0,
         kv_cache_memory_bytes=1 << 30,
+        gpu_memory_utilization=0.1,  # vLLM's free-memory check only (KV set in bytes): the lane runs tests side by side
         attention_config={"backend": "TRITON_ATTN"},
         **engine_args,
     )
@@ -80,6 +82,13 @@ def eager(model_dir: Path) -> list[list[int]]:
 @pytest.fixture
 def stress(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("ASCEND_GRAPH_STRESS_DELAY_MS", "3")
+    yield
+
+
+@pytest.fixture
+def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("ASCEND_GRAPH_STRESS_DELAY_MS", "5")
+    monkeypatch.setenv("ASCEND_GRAPH_UNSAFE_NO_STAGING", "1")
     yield
 
 
@@ -120,6 +129,15 @@ def test_forward_async_under_random_delays(model_dir: Path, eager: list[list[int
         model_dir, compilation_config=FULL_AND_PIECEWISE, additional_config=options
     )
     _check(tokens, eager, counts, graphs, platform)
+
+
+def test_broken_variant_gives_wrong_tokens(model_dir: Path, eager: list[list[int]], broken: None) -> None:
+    """Hazard 1 on the GPU: with the pinned staging pools one deep, the host rewrites step N+1's request state and
+    block-table writes while the late device has not yet read step N's: the stress test above would see it."""
+    options = {"ascend_graph": {"mode": "forward-async"}}
+    tokens, counts, _, _ = generate(model_dir, compilation_config=FULL_AND_PIECEWISE, additional_config=options)
+    assert counts["replays"] > 0
+    assert tokens != eager, "the broken variant gave eager's tokens: the stress test could not catch hazard 1"
 
 
 def test_vllm_graph_runner_baseline(model_dir: Path, eager: list[list[int]]) -> None:
