@@ -7,6 +7,8 @@
 #   1. carry [.gpuvllm/part1, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh stage
 #   2. carry [.gpuvllm/part2, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh test [load]
 #   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
+#   or, as call 2:     AG_COMMIT=<commit> bash bench/gpu_lane.sh both TESTS MODELS CONFIGS [ROUNDS]
+#                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
 #                      bash bench/gpu_lane.sh load [MODE]
 # `test` runs the gpu_vllm tests in two processes side by side (logs under $OUT), with `load` the load test beside
 # them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs the bounded load test (500 requests,
@@ -44,10 +46,18 @@ case "${1:-}" in
     [ -n "${l:-}" ] && { wait "$l" || status=1; tail -25 "$OUT/load.log"; }
     for g in a b; do grep -E "passed|failed|FAILED|Error" "$OUT/gpu_vllm_tests_$g.log" | tail -8; done
     exit $status ;;
+  both)
+    install
+    rm -f /tmp/ag-tests-done
+    (PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$2" \
+      tests/vllm_plugin/test_gpu_vllm.py >"$OUT/gpu_vllm_tests.log" 2>&1; touch /tmp/ag-tests-done) &
+    AG_HOLD_UNTIL=/tmp/ag-tests-done bash "$0" bench "$3" "$4" "${5:-3}"
+    wait; grep -E "passed|failed|FAILED|Error" "$OUT/gpu_vllm_tests.log" | tail -8 ;;
   bench)
     [ -d "$AG_SITE/ascend_graph" ] || install
     PYTHONPATH=/tmp/site python3 bench/gpu_serve.py --models "$2" --configs "$3" --rounds "${4:-3}" \
-      --stop-after-s "${AG_STOP_AFTER_S:-500}" --out "$OUT/serve_h200_$(echo "$2" | tr ',' '_').json" 2>&1 | tee "$OUT/serve_bench.log" | grep -v "^INFO" | tail -60
+      --stop-after-s "${AG_STOP_AFTER_S:-500}" --hold-until "${AG_HOLD_UNTIL:-}" \
+      --out "$OUT/serve_h200_$(echo "$2" | tr ',' '_').json" 2>&1 | tee "$OUT/serve_bench.log" | grep -v "^INFO" | tail -60
     ;;
   load)
     [ -d "$AG_SITE/ascend_graph" ] || install
@@ -55,5 +65,5 @@ case "${1:-}" in
       --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1" --work-dir /tmp/ag-load \
       --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25
     cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true ;;
-  *) echo "usage: bench/gpu_lane.sh stage|test [load]|bench MODELS CONFIGS [ROUNDS]|load [MODE]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_lane.sh stage|test [load]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|load [MODE]" >&2; exit 2 ;;
 esac

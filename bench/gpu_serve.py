@@ -101,7 +101,7 @@ def _env(with_ag: bool) -> dict[str, str]:
     return env
 
 
-def _bench(model_dir: Path, port: int, concurrency: int, result: Path) -> dict[str, Any]:
+def _bench(model_dir: Path, server: Server, concurrency: int, result: Path) -> dict[str, Any]:
     """One `vllm bench serve` run, in this process (vLLM is imported once, not per run)."""
     from vllm.benchmarks.serve import add_cli_args
     from vllm.benchmarks.serve import main as bench_main
@@ -109,7 +109,7 @@ def _bench(model_dir: Path, port: int, concurrency: int, result: Path) -> dict[s
 
     parser = FlexibleArgumentParser()
     add_cli_args(parser)
-    argv = ["--backend", "vllm", "--base-url", f"http://127.0.0.1:{port}", "--model", "m"]
+    argv = ["--backend", "vllm", "--base-url", f"http://127.0.0.1:{server.port}", "--model", server.name]
     argv += ["--tokenizer", str(model_dir), "--dataset-name", "random", "--random-input-len", "128"]
     argv += ["--random-output-len", "128", "--num-prompts", str(PROMPTS[concurrency])]
     argv += ["--max-concurrency", str(concurrency), "--ignore-eos", "--percentile-metrics", "ttft,tpot,itl"]
@@ -134,6 +134,7 @@ def _check_plugin(log_text: str, with_ag: bool) -> None:
 class Server:
     model: str
     config: str
+    name: str
     with_ag: bool
     extra: list[str]
     port: int
@@ -145,14 +146,18 @@ class Server:
     bench_errors: list[str] = dataclasses.field(default_factory=list)
 
 
-def start_server(model: str, model_dir: Path, config: str, work: Path) -> Server:
+def start_server(model: str, model_dir: Path, config: str, work: Path, taken: set[int]) -> Server:
     with_ag, extra = CONFIGS[config]
     env = _env(with_ag)
     env["TORCHINDUCTOR_COMPILE_THREADS"] = "1"  # servers start together: no pool of compile workers each
     port = free_port()
+    while port in taken:  # servers started together: none has bound its port yet when the next one is chosen
+        port = free_port()
+    taken.add(port)
+    name = f"{model}-{config}"  # each server its own model name: a request that reaches another server fails
     dtype = "float32" if model == "tiny" else "bfloat16"
     command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(model_dir), "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--served-model-name", "m", "--attention-backend", "TRITON_ATTN"]
+    command += ["--port", str(port), "--served-model-name", name, "--attention-backend", "TRITON_ATTN"]
     command += ["--max-model-len", "512", "--max-num-seqs", "32", "--dtype", dtype]
     # KV cache set in bytes (the same for every configuration; vLLM then skips its memory profiling) and a small
     # utilisation for vLLM's free-memory check at start, so that the servers of one model share the GPU.
@@ -162,7 +167,7 @@ def start_server(model: str, model_dir: Path, config: str, work: Path) -> Server
     with open(log_path, "w") as log:
         # cwd outside the checkout: a build left there (ascend_graph.egg-info) would put the plugin on sys.path
         process = subprocess.Popen([*command, *extra], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
-    return Server(model, config, with_ag, extra, port, log_path, process, time.time())
+    return Server(model, config, name, with_ag, extra, port, log_path, process, time.time())
 
 
 def _healthy(server: Server) -> bool:
@@ -174,6 +179,14 @@ def _healthy(server: Server) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def _check_name(server: Server) -> None:
+    """The port answers with this server's model name (not another server's that took the same port)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/models", timeout=5) as response:
+        names = [entry["id"] for entry in json.loads(response.read())["data"]]
+    if names != [server.name]:
+        raise RuntimeError(f"port {server.port} serves {names}, not {server.name}")
 
 
 def _await_all(servers: list[Server], timeout_s: float) -> None:
@@ -189,6 +202,7 @@ def _await_all(servers: list[Server], timeout_s: float) -> None:
                     raise TimeoutError(f"not ready after {timeout_s:.0f} s")
                 server.startup_s = time.time() - server.started
                 _check_plugin(server.log_path.read_text(), server.with_ag)
+                _check_name(server)
             except Exception as error:  # noqa: BLE001 - recorded; the other configurations go on
                 server.error = repr(error)
                 tail = server.log_path.read_text().splitlines()[-30:]
@@ -198,17 +212,20 @@ def _await_all(servers: list[Server], timeout_s: float) -> None:
 
 
 def run_all(
-    model_dirs: dict[str, Path], configs: list[str], rounds: int, work: Path, stop_at: float
+    model_dirs: dict[str, Path], configs: list[str], rounds: int, work: Path, stop_at: float, hold_until: str = ""
 ) -> list[dict[str, Any]]:
     """Every (model, configuration) served at once, started together (so start-up and capture times are measured
     under each other's load); then `rounds` rounds, each benchmarking every server at every concurrency, one at a
     time, the order of configurations rotated from round to round."""
-    servers = [start_server(model, path, config, work) for model, path in model_dirs.items() for config in configs]
+    taken: set[int] = set()
+    servers = [start_server(model, path, cfg, work, taken) for model, path in model_dirs.items() for cfg in configs]
     runs: dict[int, dict[int, list[dict[str, Any]]]] = {id(s): {c: [] for c in CONCURRENCY} for s in servers}
     try:
         _await_all(servers, timeout_s=max(60.0, stop_at - time.time() - 60))
         live = [s for s in servers if s.error is None]
         print(f"{len(live)} of {len(servers)} servers ready at {time.strftime('%H:%M:%S')}", flush=True)
+        while hold_until and not Path(hold_until).exists() and time.time() < stop_at:
+            time.sleep(1)  # another job shares the GPU until it writes this file: no benchmark before
         for index in range(rounds):
             for model, path in model_dirs.items():
                 mine = [s for s in live if s.model == model]
@@ -218,7 +235,7 @@ def run_all(
                             continue  # out of time: this round stays short (the JSON shows the runs each has)
                         result = work / f"{model}-{server.config}-c{concurrency}-r{index}.json"
                         try:
-                            runs[id(server)][concurrency].append(_bench(path, server.port, concurrency, result))
+                            runs[id(server)][concurrency].append(_bench(path, server, concurrency, result))
                         except Exception as error:  # noqa: BLE001 - recorded; the other runs go on
                             server.bench_errors.append(f"c{concurrency} round {index}: {error!r}")
     finally:
@@ -235,6 +252,7 @@ def _entry(server: Server, runs: dict[int, list[dict[str, Any]]]) -> dict[str, A
         "model": server.model,
         "config": server.config,
         "server_args": server.extra,
+        "port": server.port,
         "error": server.error,
         "bench_errors": server.bench_errors,
         "startup_s": server.startup_s,
@@ -281,6 +299,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", required=True)
     parser.add_argument("--stop-after-s", type=float, default=520, help="no new benchmark run after this")
+    parser.add_argument("--hold-until", default="", help="benchmark only once this file exists (a GPU job ends)")
     args = parser.parse_args()
     import torch
 
@@ -311,7 +330,7 @@ def main() -> None:
             model_dirs[model] = build_tiny_model_dir(work / "tiny")
         else:
             model_dirs[model] = build_shape_dir(work / model, model)
-    result["configs"] = run_all(model_dirs, args.configs.split(","), args.rounds, work, stop_at)
+    result["configs"] = run_all(model_dirs, args.configs.split(","), args.rounds, work, stop_at, args.hold_until)
     out.write_text(json.dumps(result, indent=1))
     print(table(result))
 
