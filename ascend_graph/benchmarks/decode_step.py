@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import platform
 import statistics
 import time
@@ -314,9 +315,11 @@ def track_pieces() -> None:
 
 
 def git_commit() -> str | None:
-    """HEAD of the checkout this package runs from, or None outside git."""
+    """HEAD of the checkout this package runs from; outside git (the device machine) AG_COMMIT, else None."""
     import subprocess
 
+    if os.environ.get("AG_COMMIT"):
+        return os.environ["AG_COMMIT"]
     try:
         return subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
