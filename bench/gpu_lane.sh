@@ -49,10 +49,13 @@ case "${1:-}" in
   both)
     install
     rm -f /tmp/ag-tests-done
-    (PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$2" \
-      tests/vllm_plugin/test_gpu_vllm.py >"$OUT/gpu_vllm_tests.log" 2>&1; touch /tmp/ag-tests-done) &
+    PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$2" \
+      tests/vllm_plugin/test_gpu_vllm.py >"$OUT/gpu_vllm_tests.log" 2>&1 &
+    # done when pytest prints its summary: the process itself was seen to linger for minutes after it (7ea32af)
+    (until grep -qE "[0-9]+ (passed|failed|error|xfailed)" "$OUT/gpu_vllm_tests.log" 2>/dev/null; do sleep 2; done
+     touch /tmp/ag-tests-done) &
     AG_HOLD_UNTIL=/tmp/ag-tests-done bash "$0" bench "$3" "$4" "${5:-3}"
-    wait; grep -E "passed|failed|FAILED|Error" "$OUT/gpu_vllm_tests.log" | tail -8 ;;
+    grep -E "passed|failed|FAILED|Error" "$OUT/gpu_vllm_tests.log" | tail -8; pkill -f "pytest -q -m gpu_vllm" || true ;;
   bench)
     [ -d "$AG_SITE/ascend_graph" ] || install
     PYTHONPATH=/tmp/site python3 bench/gpu_serve.py --models "$2" --configs "$3" --rounds "${4:-3}" \
