@@ -271,7 +271,7 @@ def _check_subclass(reference: Reference, use: Use, project: SourceTree) -> list
         return [head]
     rows = [head]
     project_class = project.resolve(use.value)
-    for klass in [k for k in project.mro(project_class) if isinstance(k, Klass)]:
+    for klass in _classes_before(project, project_class, use.path):
         for name, member in klass.members.items():
             if name.startswith("__") or not isinstance(member, Function | Value):
                 continue
@@ -280,6 +280,20 @@ def _check_subclass(reference: Reference, use: Use, project: SourceTree) -> list
             if owner is klass:
                 rows.extend(_super_call_row(reference, base, project, project_class, klass, call, name))
     return rows
+
+
+def _classes_before(project: SourceTree, project_class: Klass, base_path: str) -> list[Klass]:
+    """The project class and the project classes Python's MRO puts before the reference base: mixins listed before
+    it among the bases, with their own project bases. A mixin listed after it (`class M(Mixin, Base, Loop)`: Loop)
+    comes after the base's own classes in the MRO: it overrides what the base inherits (vLLM's), not the base."""
+    paths = project_class.base_paths(project)
+    before = paths[: paths.index(base_path)] if base_path in paths else paths
+    chosen = [project_class]
+    for path in before:
+        mixin = project.resolve(path)
+        if isinstance(mixin, Klass):
+            chosen += [k for k in project.mro(mixin) if isinstance(k, Klass) and k not in chosen]
+    return chosen
 
 
 def _override_row(reference: Reference, base: Klass, klass: Klass, name: str, member: object, use: Use) -> Row:

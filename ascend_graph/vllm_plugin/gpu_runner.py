@@ -52,7 +52,7 @@ from vllm.v1.worker.gpu.model_runner import GPUModelRunner
 
 from ..capture import Capture, capture_graph
 from ..counters import bump
-from ..device import get_device
+from ..device import GraphDevice, get_device
 from ..fallbacks import SizeFallback, capture_failure
 
 logger = init_logger("vllm." + __name__)
@@ -60,12 +60,13 @@ logger = init_logger("vllm." + __name__)
 SPIN_CYCLES_PER_MS = 1_500_000  # torch.cuda._sleep cycles per millisecond, roughly (H100/H200 clocks)
 
 
-class _CaptureLoop(CudaGraphManager):
+class CaptureLoop(CudaGraphManager):
     """The capture loop of vLLM's manager, on ascend_graph's capture step. ModelCudaGraphManager.capture(model, ...)
-    builds each size's forward function and hands it to the next class in line: this one (see the MRO of
-    AscendGraphCudaGraphs). State (`ag_*`) is set by AscendGraphCudaGraphs.adopt."""
+    builds each size's forward function and hands it to the next class in line: this one, last before vLLM's
+    CudaGraphManager in the MRO of AscendGraphCudaGraphs (and of the Ascend manager, npu_runner.py). State (`ag_*`)
+    is set by StaticSetGraphs.adopt."""
 
-    ag_device: Any
+    ag_device: GraphDevice
     ag_set: int
     ag_graphs: dict[tuple[BatchExecutionDescriptor, int], Capture]
     ag_eager: dict[BatchExecutionDescriptor, SizeFallback]
@@ -77,7 +78,7 @@ class _CaptureLoop(CudaGraphManager):
                 descs = self._capture_descs.get(mode, [])  # vLLM orders them largest first
                 if not descs:
                     continue
-                start, reserved = time.perf_counter(), torch.cuda.memory_reserved()
+                start, reserved = time.perf_counter(), self.ag_device.memory_reserved()
                 shown = tqdm(
                     descs,
                     desc=f"ascend_graph: capturing {mode.name} (set {self.ag_set})",
@@ -91,7 +92,7 @@ class _CaptureLoop(CudaGraphManager):
                     mode.name,
                     self.ag_set,
                     time.perf_counter() - start,
-                    (torch.cuda.memory_reserved() - reserved) / 2**30,
+                    (self.ag_device.memory_reserved() - reserved) / 2**30,
                 )
         self._graphs_captured = True
 
@@ -121,23 +122,26 @@ class _CaptureLoop(CudaGraphManager):
             self.ag_eager[desc] = fallback
             bump("capture_failures")
             logger.warning("%s", fallback.message())
-            torch.cuda.synchronize()
+            self.ag_device.synchronize()
             return
         self.ag_graphs[(desc, self.ag_set)] = capture
 
 
-class AscendGraphCudaGraphs(ModelCudaGraphManager, _CaptureLoop):
-    """vLLM's FULL-graph manager with ascend_graph's capture step. Built by re-classing the runner's manager
-    (`adopt`), so that its construction, candidates and dispatch table stay vLLM's own."""
+class StaticSetGraphs:
+    """What ascend_graph's FULL-graph managers add to the host's, whatever the device: one graph per (size, static
+    set), the set in use, sizes left eager, dispatch around them, the replay and the report. First in the MRO (before
+    the host's manager class), so that its methods override the host's; `CaptureLoop` comes last. Managers are built
+    by re-classing the runner's (`adopt`), so that their construction, candidates and dispatch table stay the host's."""
 
-    def adopt(self, static_sets: int) -> None:
-        self.ag_device = get_device("cuda")
+    def adopt(self, static_sets: int, device_kind: str) -> None:
+        self.ag_device = get_device(device_kind)
         self.ag_static_sets = static_sets
         self.ag_set = 0  # the static set the next capture or replay uses
         self.ag_graphs: dict[tuple[BatchExecutionDescriptor, int], Capture] = {}
         self.ag_eager: dict[BatchExecutionDescriptor, SizeFallback] = {}
 
-    # -- dispatch and replay -------------------------------------------------------------------------------------
+    def use_set(self, index: int) -> None:
+        self.ag_set = index
 
     def dispatch(
         self, num_reqs: int, num_tokens: int, uniform_token_count: int | None, *args: Any, **kwargs: Any
@@ -145,28 +149,25 @@ class AscendGraphCudaGraphs(ModelCudaGraphManager, _CaptureLoop):
         """vLLM's dispatch (its further arguments differ between vLLM versions and pass through), skipping sizes
         whose FULL capture failed: a batch of such a size goes to the graph vLLM keeps for mixed batches of it
         (PIECEWISE), else runs eagerly."""
-        desc = super().dispatch(num_reqs, num_tokens, uniform_token_count, *args, **kwargs)
+        desc = super().dispatch(num_reqs, num_tokens, uniform_token_count, *args, **kwargs)  # type: ignore[misc]
         if desc in self.ag_eager and uniform_token_count is not None:
-            desc = super().dispatch(num_reqs, num_tokens, None, *args, **kwargs)  # no FULL decode graph matches
+            desc = super().dispatch(num_reqs, num_tokens, None, *args, **kwargs)  # type: ignore[misc]
         if desc not in self.ag_eager:
             return desc
         bump("eager_calls")
         return dataclasses.replace(desc, cg_mode=CUDAGraphMode.NONE, num_tokens=num_tokens, num_reqs=num_reqs)
 
-    def run_fullgraph(self, desc: BatchExecutionDescriptor) -> Any:
+    def _replay(self, desc: BatchExecutionDescriptor) -> Any:
         """Replay the FULL graph of `desc` for the current static set; returns vLLM's hidden-state views."""
         get_offloader().sync_prev_onload()
         self.ag_graphs[(desc, self.ag_set)].graph.replay()
         bump("replays")
-        return self._full_outputs(desc)
-
-    def _full_outputs(self, desc: BatchExecutionDescriptor) -> Any:
-        if not self.is_last_pp_rank:
-            return self.intermediate_tensors[: desc.num_tokens]
-        hidden = self.hidden_states[: desc.num_tokens]
-        if not self.use_aux_hidden_state_outputs:
+        if not self.is_last_pp_rank:  # type: ignore[attr-defined]
+            return self.intermediate_tensors[: desc.num_tokens]  # type: ignore[attr-defined]
+        hidden = self.hidden_states[: desc.num_tokens]  # type: ignore[attr-defined]
+        if not self.use_aux_hidden_state_outputs:  # type: ignore[attr-defined]
             return hidden
-        return hidden, [x[: desc.num_tokens] for x in self.aux_hidden_states]
+        return hidden, [x[: desc.num_tokens] for x in self.aux_hidden_states]  # type: ignore[attr-defined]
 
     def report(self) -> dict[str, Any]:
         """Captured FULL graphs and fallbacks (for `collective_rpc`)."""
@@ -179,6 +180,13 @@ class AscendGraphCudaGraphs(ModelCudaGraphManager, _CaptureLoop):
         }
 
 
+class AscendGraphCudaGraphs(StaticSetGraphs, ModelCudaGraphManager, CaptureLoop):
+    """vLLM's FULL-graph manager on CUDA with ascend_graph's capture step and static sets."""
+
+    def run_fullgraph(self, desc: BatchExecutionDescriptor) -> Any:
+        return self._replay(desc)
+
+
 @dataclasses.dataclass
 class StaticSet:
     """What a FULL graph reads at fixed addresses: vLLM's input buffers and the block tables' input side."""
@@ -189,8 +197,14 @@ class StaticSet:
     slot_mappings: torch.Tensor
 
 
-class AscendGraphGPUModelRunner(GPUModelRunner):
-    """vLLM's V2 GPU model runner with ascend_graph's graphs (built by `AscendGraphGPUWorker`)."""
+class StaticSetsRunner:
+    """What ascend_graph adds to a host's Model Runner V2, whatever the device: the static input sets and their
+    rotation, the capture of every set at start-up, the stress knobs, the report. First in the MRO, before the
+    host's runner class (vLLM's GPUModelRunner here, vllm-ascend's NPUModelRunner in npu_runner.py); the concrete
+    class names its FULL-graph manager (`ag_manager_cls`) and device kind."""
+
+    ag_manager_cls: type[StaticSetGraphs]
+    ag_device_kind: str
 
     def setup_ascend_graph(self, mode: str) -> None:
         self.ag_mode = mode
@@ -202,14 +216,14 @@ class AscendGraphGPUModelRunner(GPUModelRunner):
         self.ag_random = random.Random(1000 + rank)
 
     def initialize_kv_cache(self, kv_cache_config: Any) -> None:
-        super().initialize_kv_cache(kv_cache_config)
+        super().initialize_kv_cache(kv_cache_config)  # type: ignore[misc]
         if self.ag_unsafe_staging:
             _single_buffer_staging()
         manager = self.cudagraph_manager
         if manager is None:
             return
-        manager.__class__ = AscendGraphCudaGraphs
-        manager.adopt(2 if self.ag_mode == "forward-async" else 1)
+        manager.__class__ = self.ag_manager_cls
+        manager.adopt(2 if self.ag_mode == "forward-async" else 1, self.ag_device_kind)
         self.ag_sets = [self._current_set()]
         if self.ag_mode == "forward-async":
             self.ag_sets.append(self._new_set())
@@ -222,7 +236,10 @@ class AscendGraphGPUModelRunner(GPUModelRunner):
 
     def _new_set(self) -> StaticSet:
         tables = self.block_tables
-        buffers = InputBuffers(self.max_num_reqs, self.max_num_tokens, self.device)
+        # the host's own buffer class (vllm-ascend's carries host-side sequence lengths besides vLLM's)
+        buffers = type(self.input_buffers)(
+            max_num_reqs=self.max_num_reqs, max_num_tokens=self.max_num_tokens, device=self.device
+        )
         block_tables = [torch.zeros_like(table) for table in tables.input_block_tables]
         pointers = torch.tensor([t.data_ptr() for t in block_tables], dtype=torch.uint64, device=self.device)
         return StaticSet(buffers, block_tables, pointers, torch.zeros_like(tables.slot_mappings))
@@ -233,19 +250,23 @@ class AscendGraphGPUModelRunner(GPUModelRunner):
         self.block_tables.input_block_tables = chosen.input_block_tables
         self.block_tables.input_block_table_ptrs = chosen.input_block_table_ptrs
         self.block_tables.slot_mappings = chosen.slot_mappings
-        if isinstance(self.cudagraph_manager, AscendGraphCudaGraphs):
-            self.cudagraph_manager.ag_set = index
+        if isinstance(self.cudagraph_manager, StaticSetGraphs):
+            self.cudagraph_manager.use_set(index)
 
     @torch.inference_mode()
-    def capture_model(self) -> int:
-        """vLLM's start-up capture, once per static set (forward-async: two), with the capture window open."""
+    def capture_model(self, *args: Any, **kwargs: Any) -> int:
+        """The host's start-up capture, once per static set (forward-async: two), with the capture window open.
+        Arguments pass through (vLLM 0.32's CUDA-graph memory profiling calls `capture_model(profile_only=True)`:
+        one set, as vLLM measures it; versions.py)."""
+        if kwargs.get("profile_only"):
+            return super().capture_model(*args, **kwargs)  # type: ignore[misc]
         monitor.set_cudagraph_capturing_enabled(True)
         try:
             total = 0
             for index in range(max(1, len(self.ag_sets))):
                 if self.ag_sets:
                     self._use_set(index)
-                total += super().capture_model()
+                total += super().capture_model(*args, **kwargs)  # type: ignore[misc]
         finally:
             monitor.set_cudagraph_capturing_enabled(False)
             if self.ag_sets:
@@ -259,14 +280,21 @@ class AscendGraphGPUModelRunner(GPUModelRunner):
             self.ag_step += 1
         if self.ag_delay_ms and not kwargs.get("dummy_run", False):
             time.sleep(self.ag_random.uniform(0, self.ag_delay_ms) / 1e3)  # the host is late...
-            # ...and the device, differently: this step's input preparation and replay queue behind a spin
-            torch.cuda._sleep(int(self.ag_random.uniform(0, self.ag_delay_ms) * SPIN_CYCLES_PER_MS))
-        return super().execute_model(scheduler_output, *args, **kwargs)
+            if self.ag_device_kind == "cuda":  # ...and the device, differently: this step queues behind a spin
+                torch.cuda._sleep(int(self.ag_random.uniform(0, self.ag_delay_ms) * SPIN_CYCLES_PER_MS))
+        return super().execute_model(scheduler_output, *args, **kwargs)  # type: ignore[misc]
 
     def ascend_graph_report(self) -> dict[str, Any]:
         manager = self.cudagraph_manager
-        report = manager.report() if isinstance(manager, AscendGraphCudaGraphs) else {}
+        report = manager.report() if isinstance(manager, StaticSetGraphs) else {}
         return {"mode": self.ag_mode, **report}
+
+
+class AscendGraphGPUModelRunner(StaticSetsRunner, GPUModelRunner):
+    """vLLM's V2 GPU model runner with ascend_graph's graphs (built by `AscendGraphGPUWorker`)."""
+
+    ag_manager_cls = AscendGraphCudaGraphs
+    ag_device_kind = "cuda"
 
 
 def _single_buffer_staging() -> None:

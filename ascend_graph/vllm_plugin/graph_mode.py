@@ -73,7 +73,8 @@ def configure_host_graph_mode(
     "forward-async" with it (the host prepares step N+1 while the graph of step N runs and sampled tokens stay on
     the device). Who captures and replays is `graph_runner`'s choice, applied by the platform: ascend_graph's own
     wrapper and worker, or the host's (vLLM's CUDAGraphWrapper and runner, vllm-ascend's ACLGraphWrapper).
-    `own_runner` False: the platform has no runner of ascend_graph's yet (Ascend), whatever `graph_runner` says."""
+    `own_runner` False: ascend_graph's own runner does not run on this host's configuration (Ascend without
+    vllm-ascend's Model Runner V2), whatever `graph_runner` says."""
     if eager_requested(vllm_config):
         logger.info("ascend_graph on %s: graph mode off (eager requested)", host)
         return

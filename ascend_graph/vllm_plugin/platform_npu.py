@@ -2,11 +2,12 @@
 
 UNVERIFIED: no Ascend NPU, vllm-ascend or torch_npu is in this project's reach; this file has never been imported.
 It is written against vllm-ascend's `vllm_ascend.platform.NPUPlatform` (main branch, August 2026, which targets
-vLLM 0.27.1: no vllm-ascend release targets vLLM 0.32 yet). vllm-ascend keeps everything it owns — its worker and
-model runner, its ACLGraphWrapper (NPUGraph capture per size), its capture sizes; ascend_graph contributes the
-compiler: its fusion passes (`ascend_graph::` ops with torch_npu kernels, kernels/npu.py), then by default
-vllm-ascend's own compiler ("host" lowering: torchair / npugraph_ex), and maps `mode` onto vllm-ascend's async
-scheduling (graph_mode.py).
+vLLM 0.27.1: no vllm-ascend release targets vLLM 0.32 yet). ascend_graph contributes the compiler — its fusion
+passes (`ascend_graph::` ops with torch_npu kernels, kernels/npu.py), then by default vllm-ascend's own compiler
+("host" lowering: torchair / npugraph_ex) — and maps `mode` onto vllm-ascend's async scheduling (graph_mode.py).
+With vllm-ascend's Model Runner V2 (`VLLM_USE_V2_MODEL_RUNNER=1`) and `graph_runner: "ascend_graph"` (the default)
+it also runs its own FULL graphs, static sets and per-set attention-parameter updates (npu_runner.py, the GPU
+lane's code); otherwise vllm-ascend's runner and ACLGraphWrapper capture and replay, as before.
 
 Coexistence: vLLM refuses to start when two platform plugins activate, so beside vllm-ascend ascend_graph's plugin
 stays out unless `VLLM_PLUGINS` names it (see `platform_plugin()` in __init__.py and the README).
@@ -19,8 +20,11 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm_ascend.platform import NPUPlatform
 
-from .graph_mode import CompilerMixin, configure_host_graph_mode
+from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requested, install_worker
 from .options import parse_additional_config
+
+WORKER = "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
+HOST_WORKER = "vllm_ascend.worker.worker.NPUWorker"
 
 logger = init_logger("vllm." + __name__)
 
@@ -39,6 +43,19 @@ class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
                 "'host' (vllm-ascend's compiler, the default) and 'aten'"
             )
         super().check_and_update_config(vllm_config)  # vllm-ascend's: it records get_compile_backend() as its compiler
-        # vllm-ascend's runner and ACLGraphWrapper capture and replay: ascend_graph's own runner (the GPU lane's,
-        # gpu_runner.py) is not wired to vllm-ascend's model runner yet.
-        configure_host_graph_mode(vllm_config, options, "Ascend (vllm-ascend)", logger, own_runner=False)
+        wanted = options["graph_runner"] == "ascend_graph" and not eager_requested(vllm_config)
+        # vllm-ascend reads VLLM_USE_V2_MODEL_RUNNER alone for this (its patch of VllmConfig.use_v2_model_runner)
+        v2 = bool(getattr(vllm_config, "use_v2_model_runner", False))
+        worker = vllm_config.parallel_config.worker_cls  # vllm-ascend's hook named its worker (310P, xlite: others)
+        own = wanted and v2 and worker in ("auto", HOST_WORKER, WORKER)
+        if wanted and not own:
+            logger.info(
+                "ascend_graph on Ascend: its own graph mode runs in vllm-ascend's Model Runner V2 "
+                "(VLLM_USE_V2_MODEL_RUNNER=1) with its NPUWorker (here: V2 %s, worker %s); vllm-ascend's runner "
+                "captures and replays",
+                v2,
+                worker,
+            )
+        configure_host_graph_mode(vllm_config, options, "Ascend (vllm-ascend)", logger, own_runner=own)
+        if own:
+            install_worker(vllm_config, WORKER, HOST_WORKER, "set additional_config.ascend_graph.graph_runner='vllm', ")

@@ -5,6 +5,10 @@ Supported: vLLM 0.26.0 (the GPU lane: the newest vLLM built for torch 2.11 + CUD
 
 - the model runner it extends: on CUDA vLLM's Model Runner V2 (`vllm.v1.worker.gpu.model_runner`, vLLM's default on
   CUDA from 0.26; `gpu_runner.py`), on the CPU the V1 `CPUModelRunner` (`model_runner.py`);
+- V2's `GPUModelRunner.capture_model()` takes `profile_only=` in 0.32 (its CUDA-graph memory profiling; 0.26 takes
+  nothing): `StaticSetsRunner.capture_model` passes arguments through (found by the Ascend conformance check);
+- V2's `ModelCudaGraphManager`/`CudaGraphManager` signatures: `StaticSetGraphs.dispatch` passes the arguments after
+  the third through; vllm-ascend's `ModelAclGraphManager` follows vLLM 0.27.1 on its main branch (npu_runner.py);
 - the vLLM 0.32 internals the CPU lane uses are listed with file:line in docs/vllm-0.32-integration-notes.md.
 """
 

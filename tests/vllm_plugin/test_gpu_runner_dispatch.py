@@ -35,7 +35,7 @@ def test_the_manager_reaches_the_capture_loop_through_vllms_own_capture() -> Non
     """ModelCudaGraphManager.capture(model, ...) ends in super().capture(create_forward_fn): ascend_graph's loop."""
     order = AscendGraphCudaGraphs.__mro__
     after_vllms = order[order.index(ModelCudaGraphManager) + 1]
-    assert after_vllms.__name__ == "_CaptureLoop" and after_vllms.capture is not CudaGraphManager.capture
+    assert after_vllms.__name__ == "CaptureLoop" and after_vllms.capture is not CudaGraphManager.capture
 
 
 @pytest.mark.parametrize("pieces", [True, False])

@@ -128,6 +128,14 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
     assert config.scheduler_config.async_scheduling is True and config.compilation_config.backend == "ascend_graph"
     if module == "platform_cuda":  # ascend_graph's own worker, runner and graphs (graph_runner's default)
         assert config.parallel_config.worker_cls == "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
+    else:  # Ascend: only with vllm-ascend's Model Runner V2 (this config has none: its runner stays)
+        assert config.parallel_config.worker_cls == "auto"
+        v2 = _config(model_dir, additional_config={"ascend_graph": {"mode": "forward-async"}})
+        v2.parallel_config.worker_cls = "vllm_ascend.worker.worker.NPUWorker"  # what vllm-ascend's hook names
+        monkeypatch.setattr(type(v2), "use_v2_model_runner", property(lambda self: True))
+        platform.check_and_update_config(v2)
+        assert v2.parallel_config.worker_cls == "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
+        _HostPlatform.calls = ["host hook"]
 
     # (The CPU platform active here would refuse these already while the engine config is built: set them after.)
     config.additional_config["ascend_graph"] = {"lowering": "torchair"}
