@@ -92,6 +92,7 @@ PLANTED = """
     import torch_npu
     import npugraph_ex
     from vllm_ascend.platform import NPUPlatform
+    from vllm_ascend.worker.worker import NPUWorker
 
 
     def fused(x, w):
@@ -112,6 +113,20 @@ PLANTED = """
     class Platform(NPUPlatform):
         def check_and_update_config(self, vllm_config, extra):
             super().check_and_update_config(vllm_config, extra)
+
+
+    class Before:
+        def init_device(self, extra):  # before the base in the MRO: it overrides NPUWorker.init_device
+            pass
+
+
+    class After:
+        def load_model(self, any, signature):  # after the base: it overrides what NPUWorker inherits, not NPUWorker's
+            pass
+
+
+    class Worker(Before, NPUWorker, After):
+        pass
 """
 
 
@@ -137,7 +152,9 @@ def test_a_planted_misuse_is_reported(reference: Reference, tmp_path: Path) -> N
         "is a method; vllm_ascend.platform.NPUPlatform.check_and_update_config is a classmethod" in override.problems[0]
     )
     assert "too many positional arguments" in call.problems[0]  # the super() call passes one argument too many
-    assert sum(row.status == FAIL for row in rows.values()) == 9, sorted(problems)
+    assert "requires 'extra'" in problems["vllm_ascend.worker.worker.NPUWorker.init_device"]  # a mixin before the base
+    assert ("override", "vllm_ascend.worker.worker.NPUWorker.load_model") not in rows  # a mixin after it: not
+    assert sum(row.status == FAIL for row in rows.values()) == 10, sorted(problems)
     assert rows["call", "torch.npu.NPUGraph"].status == "ok"
 
 
