@@ -25,6 +25,30 @@ WORKER = "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
 
 
 class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
+    # vLLM decides three things by asking whether the compile backend is its own "inductor": which ops run as its
+    # C++/CUDA kernels (custom_ops, before check_and_update_config), their IR priority and the fusion passes that
+    # follow from both. ascend_graph's compiler hands every piece to vLLM's inductor too (lowering "inductor", and
+    # "host" on CUDA), so it takes the same answers: native ops that inductor fuses. Seen on the H200 before this:
+    # rms_norm on vLLM's C kernel for ascend_graph, inductor's for stock vLLM (serve logs of 9b53006).
+
+    @classmethod
+    def apply_config_platform_defaults(cls, vllm_config: Any) -> None:
+        super().apply_config_platform_defaults(vllm_config)
+        custom_ops = vllm_config.compilation_config.custom_ops
+        if _inductor_lowering(vllm_config) and all(c not in custom_ops for c in ("all", "none")):
+            custom_ops.append("none")  # an explicit choice of the user's is kept
+
+    @classmethod
+    def get_default_ir_op_priority(cls, vllm_config: Any) -> Any:
+        if not _inductor_lowering(vllm_config):
+            return super().get_default_ir_op_priority(vllm_config)
+        compilation = vllm_config.compilation_config
+        backend, compilation.backend = compilation.backend, "inductor"  # vLLM's answer for its inductor backend
+        try:
+            return super().get_default_ir_op_priority(vllm_config)
+        finally:
+            compilation.backend = backend
+
     @classmethod
     def get_static_graph_wrapper_cls(cls) -> str:
         return WRAPPER  # which hands `graph_runner: "vllm"` to host_static_graph_wrapper_cls() (static_graph.py)
@@ -44,3 +68,14 @@ class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
 
 
 CUDA_WORKER = "vllm.v1.worker.gpu_worker.Worker"
+
+
+def _inductor_lowering(vllm_config: Any) -> bool:
+    """ascend_graph compiles this run with vLLM's inductor (not eager, lowering "inductor" or "host"). The
+    compilation mode may still be unset (vLLM sets it after the platform defaults: none at optimisation level 0)."""
+    unset_and_o0 = (
+        vllm_config.compilation_config.mode is None and int(getattr(vllm_config, "optimization_level", 1)) == 0
+    )
+    if eager_requested(vllm_config) or unset_and_o0:
+        return False
+    return parse_additional_config(vllm_config.additional_config)["lowering"] in ("inductor", "host")

@@ -89,6 +89,14 @@ class _HostPlatform:
     def check_and_update_config(cls, vllm_config: Any) -> None:
         cls.calls.append("host hook")
 
+    @classmethod
+    def apply_config_platform_defaults(cls, vllm_config: Any) -> None:
+        cls.calls.append("host defaults")
+
+    @classmethod
+    def get_default_ir_op_priority(cls, vllm_config: Any) -> str:
+        return f"asked with backend {vllm_config.compilation_config.backend}"
+
 
 @pytest.mark.parametrize(
     ("module", "host_module", "host_name", "cls", "default_lowering"),
@@ -135,6 +143,20 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
         monkeypatch.setattr(type(v2), "use_v2_model_runner", property(lambda self: True))
         platform.check_and_update_config(v2)
         assert v2.parallel_config.worker_cls == "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
+        _HostPlatform.calls = ["host hook"]
+
+    if module == "platform_cuda":  # vLLM's answers for its own inductor backend: native ops that inductor fuses
+        for lowering, custom_ops, asked in (("inductor", ["none"], "inductor"), ("aten", [], "ascend_graph")):
+            config.additional_config["ascend_graph"] = {"lowering": lowering}
+            config.compilation_config.custom_ops = []
+            platform.apply_config_platform_defaults(config)
+            assert config.compilation_config.custom_ops == custom_ops
+            assert platform.get_default_ir_op_priority(config) == f"asked with backend {asked}"
+            assert config.compilation_config.backend == "ascend_graph"  # restored
+        config.compilation_config.custom_ops = ["all"]  # the user's choice is kept
+        config.additional_config["ascend_graph"] = {}
+        platform.apply_config_platform_defaults(config)
+        assert config.compilation_config.custom_ops == ["all"]
         _HostPlatform.calls = ["host hook"]
 
     # (The CPU platform active here would refuse these already while the engine config is built: set them after.)
