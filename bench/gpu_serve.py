@@ -47,6 +47,8 @@ CONFIGS: dict[str, tuple[bool, list[str]]] = {  # name -> (ascend_graph on the p
         [AG, '{"ascend_graph": {"mode": "forward-async", "graph_runner": "vllm"}}'],
     ),
 }
+TP2 = ["--tensor-parallel-size", "2"]  # 2 GPUs (nvidia-h200-x2): "<config>-tp2" for the configurations above
+CONFIGS.update({f"{name}-tp2": (with_ag, [*args, *TP2]) for name, (with_ag, args) in list(CONFIGS.items())})
 sys.path.insert(0, os.environ.get("AG_SITE", str(Path(__file__).resolve().parents[1])))  # the installed project
 from ascend_graph.vllm_plugin.server import free_port, stop  # noqa: E402
 

@@ -6,6 +6,7 @@ shrink 17 -> 1 through sizes above the largest capture size (8), exact sizes (8,
 eager; the worker's counters show captures and replays of ascend_graph's own wrapper and FULL graphs; forward-async
 with random host and device delays equal too (also with requests admitted step after step). The broken variant
 (pinned staging one deep) is expected to give wrong tokens and did not on the H200: a strict xfail that says so.
+With 2 GPUs: tensor parallel 2 forward-async under per-rank delays equal to TP=1 eager.
 Run by `bench/gpu_lane.sh`; skipped where vLLM has no CUDA.
 """
 
@@ -38,7 +39,13 @@ PIECEWISE = {"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": SIZES}
 
 
 def generate(model_dir: Path, **engine_args: object) -> tuple[list[list[int]], dict, dict, str]:
-    """Greedy tokens of every prompt, and the worker's counters, graph report and platform."""
+    """Greedy tokens of every prompt, and the first worker's counters, graph report and platform (every worker's:
+    `generate_all`)."""
+    tokens, counts, graphs, platforms = generate_all(model_dir, **engine_args)
+    return tokens, counts[0], graphs[0], platforms[0]
+
+
+def generate_all(model_dir: Path, **engine_args: object) -> tuple[list[list[int]], list, list, list]:
     from vllm import LLM, SamplingParams
 
     from ascend_graph.vllm_plugin import worker_counters, worker_graphs, worker_platform
@@ -55,13 +62,13 @@ def generate(model_dir: Path, **engine_args: object) -> tuple[list[list[int]], d
     )
     params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in MAX_TOKENS]
     outputs = llm.generate(PROMPTS, params)
-    (counts,) = llm.collective_rpc(worker_counters)
-    (graphs,) = llm.collective_rpc(worker_graphs)
-    (platform,) = llm.collective_rpc(worker_platform)
+    counts = llm.collective_rpc(worker_counters)
+    graphs = llm.collective_rpc(worker_graphs)
+    platforms = llm.collective_rpc(worker_platform)
     tokens = [list(output.outputs[0].token_ids) for output in outputs]
     del llm
     gc.collect()
-    return tokens, counts, graphs, platform
+    return tokens, counts, graphs, platforms
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +165,23 @@ def test_broken_variant_gives_wrong_tokens(
     assert counts["replays"] > 0
     wrong = [i for i, (got, want) in enumerate(zip(broken, eager, strict=True)) if got != want]
     assert wrong, "the broken variant gave eager's tokens"
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (the device tool's nvidia-h200-x2)")
+def test_tensor_parallel_2_forward_async_equals_eager(
+    model_dir: Path, eager: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TP=2 in vLLM's multi-process executor (NCCL all-reduce inside the captured graphs), forward-async with random
+    host and device delays drawn differently per rank: TP=1 eager's tokens; both workers captured and replayed."""
+    monkeypatch.setenv("ASCEND_GRAPH_STRESS_DELAY_MS", "3")
+    options = {"ascend_graph": {"mode": "forward-async"}}
+    tokens, counts, graphs, platforms = generate_all(
+        model_dir, compilation_config=FULL_AND_PIECEWISE, additional_config=options, tensor_parallel_size=2
+    )
+    assert len(counts) == 2 and platforms == ["AscendGraphCudaPlatform"] * 2
+    for rank in range(2):
+        _check(tokens, counts[rank], graphs[rank], platforms[rank], eager)
+        assert graphs[rank]["static_sets"] == 2 and graphs[rank]["full_graphs"] == len(SIZES) * 2
 
 
 def test_vllm_graph_runner_baseline(model_dir: Path, eager: list[list[int]]) -> None:
