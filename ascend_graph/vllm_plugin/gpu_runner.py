@@ -2,7 +2,10 @@
 
 vLLM's V2 runner prepares every step's inputs on the device (Triton kernels write its persistent input buffers on
 the main stream), replays FULL graphs through its `CudaGraphManager` and PIECEWISE pieces through the platform's
-static graph wrapper. ascend_graph keeps vLLM's step and scheduling and takes over the graphs:
+static graph wrapper. ascend_graph keeps vLLM's step and scheduling and takes over the graphs. The code is three
+host-generic mixins — `StaticSetsRunner` (the runner's static sets, their rotation and capture), `StaticSetGraphs`
+(graphs per (size, set), dispatch, replay, report), `CaptureLoop` (the capture step) — and thin CUDA classes;
+npu_runner.py puts the same mixins over vllm-ascend's V2 classes.
 
 - FULL graphs: `AscendGraphCudaGraphs` replaces the capture step of vLLM's manager with the project's own
   (`capture.capture_graph` through the device layer, into vLLM's global pool, largest size first), with a progress
