@@ -167,6 +167,17 @@ def _compare(
     return VerifyResult(size, bool(close.all()), error, where, atol, rtol, int((~close).sum()))
 
 
+def compare_outputs(
+    got: Sequence[Any], expected: Sequence[Any], size: int | None, overrides: dict[str, tuple[float, float]]
+) -> VerifyResult:
+    """A replay's outputs against the same computation run eagerly, each within its dtype's tolerance (the check
+    the vLLM wrappers run on their captures: static_graph.py, gpu_runner.py)."""
+    worst = None
+    for index, (one, reference) in enumerate(zip(got, expected, strict=True)):
+        worst = _worse(worst, _compare(f"output {index}", one, reference, overrides, size))
+    return worst or VerifyResult(size, True, 0.0, "no outputs", 0.0, 0.0)
+
+
 def _worse(a: VerifyResult | None, b: VerifyResult) -> VerifyResult:
     if a is None:
         return b

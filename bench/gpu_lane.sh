@@ -39,7 +39,7 @@ case "${1:-}" in
     # two groups side by side (each builds its own eager reference), the load test beside them when asked
     group() { PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$1" \
       tests/vllm_plugin/test_gpu_vllm.py >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
-    group "full_and_piecewise or random_delays or churn or broken" a & a=$!
+    group "full_and_piecewise or random_delays or churn or broken or verify" a & a=$!
     group "test_piecewise_equals_eager or baseline or tensor_parallel" b & b=$!
     [ "${2:-}" = load ] && { bash "$0" load >"$OUT/load.log" 2>&1 & l=$!; }
     status=0; wait $a || status=1; wait $b || status=1

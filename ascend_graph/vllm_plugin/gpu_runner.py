@@ -56,7 +56,8 @@ from vllm.v1.worker.gpu.model_runner import GPUModelRunner
 from ..capture import Capture, capture_graph
 from ..counters import bump
 from ..device import GraphDevice, get_device
-from ..fallbacks import SizeFallback, capture_failure
+from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
+from ..verify import compare_outputs
 
 logger = init_logger("vllm." + __name__)
 
@@ -121,13 +122,40 @@ class CaptureLoop(CudaGraphManager):
             capture = capture_graph(whole_step, (), desc.num_tokens, self.ag_device, self.pool, stream=stream)
         except Exception as error:  # noqa: BLE001 - this size is served by the next candidate, logged
             sizes = tuple(d.num_tokens for d in self._capture_descs.get(desc.cg_mode, []))
-            fallback = capture_failure(desc.num_tokens, sizes, error)
-            self.ag_eager[desc] = fallback
             bump("capture_failures")
-            logger.warning("%s", fallback.message())
-            self.ag_device.synchronize()
+            self._leave_eager(desc, capture_failure(desc.num_tokens, sizes, error))
             return
+        if self.ag_verify:
+            checked = self._verify_full(desc, forward_fn, capture)
+            bump("verified_sizes" if checked.ok else "verify_mismatches")
+            if not checked.ok:
+                self._leave_eager(desc, verify_mismatch(desc.num_tokens, checked.message()))
+                return
         self.ag_graphs[(desc, self.ag_set)] = capture
+
+    def _leave_eager(self, desc: BatchExecutionDescriptor, fallback: SizeFallback) -> None:
+        """`desc` is served by the next candidate (PIECEWISE or eager) from now on, with one logged reason."""
+        self.ag_eager[desc] = fallback
+        logger.warning("%s", fallback.message())
+        self.ag_device.synchronize()
+
+    def _verify_full(self, desc: BatchExecutionDescriptor, forward_fn: Callable[..., Any], capture: Capture) -> Any:
+        """The new FULL graph replayed against vLLM's forward run eagerly (its compiled pieces called directly, no
+        graph) on the same random token ids: the outputs must agree within their dtype's tolerance (verify.py). A
+        capture check, not a lowering check: both runs use the compiled pieces."""
+        n = desc.num_tokens
+        if self.ag_inputs is not None:
+            vocab = self.vllm_config.model_config.get_vocab_size()
+            ids = self.ag_inputs.input_ids[:n]
+            ids.copy_(torch.randint(0, vocab, (n,), dtype=ids.dtype, device=ids.device))
+        forward_fn(CUDAGraphMode.NONE)
+        expected = [t.clone() for t in _tensors(self._outputs(desc))]
+        for tensor in _tensors(self._outputs(desc)):
+            if tensor.is_floating_point():
+                tensor.fill_(float("nan"))  # poison: the replay must write every element
+        capture.graph.replay()
+        self.ag_device.synchronize()
+        return compare_outputs(_tensors(self._outputs(desc)), expected, n, {})
 
 
 class StaticSetGraphs:
@@ -136,8 +164,10 @@ class StaticSetGraphs:
     the host's manager class), so that its methods override the host's; `CaptureLoop` comes last. Managers are built
     by re-classing the runner's (`adopt`), so that their construction, candidates and dispatch table stay the host's."""
 
-    def adopt(self, static_sets: int, device_kind: str) -> None:
+    def adopt(self, static_sets: int, device_kind: str, verify: bool = False) -> None:
         self.ag_device = get_device(device_kind)
+        self.ag_verify = verify
+        self.ag_inputs: Any = None  # the input buffers of the static set in use (the runner sets them)
         self.ag_static_sets = static_sets
         self.ag_set = 0  # the static set the next capture or replay uses
         self.ag_graphs: dict[tuple[BatchExecutionDescriptor, int], Capture] = {}
@@ -165,6 +195,11 @@ class StaticSetGraphs:
         get_offloader().sync_prev_onload()
         self.ag_graphs[(desc, self.ag_set)].graph.replay()
         bump("replays")
+        return self._outputs(desc)
+
+    def _outputs(self, desc: BatchExecutionDescriptor) -> Any:
+        """vLLM's views of what a FULL graph of `desc` writes: hidden states (and auxiliary ones), or the
+        intermediate tensors on a pipeline stage before the last."""
         if not self.is_last_pp_rank:  # type: ignore[attr-defined]
             return self.intermediate_tensors[: desc.num_tokens]  # type: ignore[attr-defined]
         hidden = self.hidden_states[: desc.num_tokens]  # type: ignore[attr-defined]
@@ -209,8 +244,9 @@ class StaticSetsRunner:
     ag_manager_cls: type[StaticSetGraphs]
     ag_device_kind: str
 
-    def setup_ascend_graph(self, mode: str) -> None:
+    def setup_ascend_graph(self, mode: str, verify: bool = False) -> None:
         self.ag_mode = mode
+        self.ag_verify = verify
         self.ag_sets: list[StaticSet] = []
         self.ag_step = 0
         self.ag_delay_ms = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0)
@@ -226,7 +262,7 @@ class StaticSetsRunner:
         if manager is None:
             return
         manager.__class__ = self.ag_manager_cls
-        manager.adopt(2 if self.ag_mode == "forward-async" else 1, self.ag_device_kind)
+        manager.adopt(2 if self.ag_mode == "forward-async" else 1, self.ag_device_kind, self.ag_verify)
         self.ag_sets = [self._current_set()]
         if self.ag_mode == "forward-async":
             self.ag_sets.append(self._new_set())
@@ -255,6 +291,7 @@ class StaticSetsRunner:
         self.block_tables.slot_mappings = chosen.slot_mappings
         if isinstance(self.cudagraph_manager, StaticSetGraphs):
             self.cudagraph_manager.use_set(index)
+            self.cudagraph_manager.ag_inputs = chosen.input_buffers
 
     @torch.inference_mode()
     def capture_model(self, *args: Any, **kwargs: Any) -> int:
@@ -306,3 +343,12 @@ def _single_buffer_staging() -> None:
     for pool in pools:
         pool.max_concurrency = 1
     logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, %d staging pools one deep (broken)", len(pools))
+
+
+def _tensors(outputs: Any) -> list[torch.Tensor]:
+    """The tensors of a FULL graph's outputs (hidden states, with auxiliary ones; intermediate tensors)."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    if isinstance(outputs, tuple):
+        return [outputs[0], *outputs[1]]
+    return list(outputs.tensors.values())  # IntermediateTensors

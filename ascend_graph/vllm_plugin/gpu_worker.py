@@ -5,7 +5,7 @@ from __future__ import annotations
 from vllm.v1.worker.gpu_worker import Worker
 
 from .gpu_runner import AscendGraphGPUModelRunner
-from .options import parse_additional_config
+from .options import parse_additional_config, verify_requested
 from .versions import uses_v2_runner
 
 
@@ -22,4 +22,4 @@ class AscendGraphGPUWorker(Worker):
         # the object is re-classed rather than rebuilt (its construction stays vLLM's own).
         self.model_runner.__class__ = AscendGraphGPUModelRunner
         options = parse_additional_config(self.vllm_config.additional_config)
-        self.model_runner.setup_ascend_graph(options["mode"])
+        self.model_runner.setup_ascend_graph(options["mode"], verify_requested(options))

@@ -33,7 +33,7 @@ from vllm_ascend.worker.v2.model_runner import NPUModelRunner
 from vllm_ascend.worker.worker import NPUWorker
 
 from .gpu_runner import CaptureLoop, StaticSetGraphs, StaticSetsRunner
-from .options import parse_additional_config
+from .options import parse_additional_config, verify_requested
 
 HOST_WORKER = "vllm_ascend.worker.worker.NPUWorker"
 
@@ -41,8 +41,8 @@ HOST_WORKER = "vllm_ascend.worker.worker.NPUWorker"
 class AscendGraphAclGraphs(StaticSetGraphs, ModelAclGraphManager, CaptureLoop):
     """vllm-ascend's FULL-graph manager with ascend_graph's capture step, static sets and per-set graph parameters."""
 
-    def adopt(self, static_sets: int, device_kind: str) -> None:
-        super().adopt(static_sets, device_kind)
+    def adopt(self, static_sets: int, device_kind: str, verify: bool = False) -> None:
+        super().adopt(static_sets, device_kind, verify)
         self.ag_params: dict[int, Any] = {0: acl_graph.get_graph_params()}  # set 0: the one vllm-ascend made
         self.ag_replayed = [self.ag_device.new_event() for _ in range(static_sets)]
 
@@ -118,4 +118,4 @@ class AscendGraphNPUWorker(NPUWorker):
             )
         self.model_runner.__class__ = AscendGraphNPUModelRunner  # re-classed, as on CUDA (gpu_worker.py)
         options = parse_additional_config(self.vllm_config.additional_config, default_lowering="host")
-        self.model_runner.setup_ascend_graph(options["mode"])
+        self.model_runner.setup_ascend_graph(options["mode"], verify_requested(options))

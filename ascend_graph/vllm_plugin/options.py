@@ -11,6 +11,7 @@ ALLOWED = {
     "debug": (True, False),
     "passes": None,  # check_pass_names
     "graph_runner": ("ascend_graph", "vllm"),
+    "verify": (True, False),
 }
 
 
@@ -39,7 +40,8 @@ def parse_additional_config(
     `passes` names ascend_graph fusion passes to run on every piece vLLM compiles (or "all"); default none.
     `graph_runner` (CUDA): "ascend_graph" (default) captures and replays with ascend_graph's own wrapper, capture
     step and static sets; "vllm" keeps vLLM's CUDAGraphWrapper and runner (ascend_graph only compiles), the
-    baseline."""
+    baseline. `verify` (or ASCEND_GRAPH_VERIFY=1): every graph ascend_graph captures is replayed once against the
+    same computation run eagerly; one that disagrees runs eagerly, logged (`verify_requested`)."""
     section = dict((additional_config or {}).get("ascend_graph") or {})
     unknown = sorted(set(section) - set(ALLOWED))
     if unknown:
@@ -62,5 +64,13 @@ def parse_additional_config(
         "debug": False,
         "passes": (),
         "graph_runner": "ascend_graph",
+        "verify": False,
     }
     return {**defaults, **section}
+
+
+def verify_requested(options: Mapping[str, Any]) -> bool:
+    """`verify` in the options or ASCEND_GRAPH_VERIFY=1 in the environment (as for the standalone backend)."""
+    from ascend_graph.config import env_flags
+
+    return bool(options.get("verify")) or env_flags()["verify"]

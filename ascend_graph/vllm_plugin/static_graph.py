@@ -35,7 +35,8 @@ from vllm.logger import init_logger
 from ..capture import Capture, capture_graph
 from ..counters import bump
 from ..device import get_device
-from ..fallbacks import SizeFallback, capture_failure
+from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
+from ..verify import VerifyResult, compare_outputs
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
@@ -47,6 +48,10 @@ def _addresses(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...]
     """The input addresses a graph is bound to (vLLM calls pieces positionally, the whole model by keyword)."""
     values = [*args, *(kwargs[name] for name in sorted(kwargs))]
     return tuple(value.data_ptr() for value in values if isinstance(value, torch.Tensor))
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 
 def platform_graph_pool(device_kind: str) -> Any:
@@ -94,6 +99,9 @@ class AscendGraphStaticWrapper:
         self.captures: dict[Any, Capture] = {}
         self.eager_descriptors: dict[Any, SizeFallback] = {}  # capture failed or came too late: served eagerly
         self.capture_sizes = tuple(vllm_config.compilation_config.cudagraph_capture_sizes or ())
+        from .options import parse_additional_config, verify_requested
+
+        self.verify = verify_requested(parse_additional_config(getattr(vllm_config, "additional_config", None)))
         bump("graph_wrappers")  # one per captured unit: 1 for whole-model graphs, one per piece otherwise
 
     def unwrap(self) -> Any:
@@ -151,6 +159,12 @@ class AscendGraphStaticWrapper:
         except Exception as error:  # noqa: BLE001 - any capture failure leaves this descriptor eager, logged
             return self._eager(descriptor, error, args, kwargs, result)
         capture.returns_tuple = isinstance(result, list | tuple)  # inductor-compiled pieces return lists
+        if self.verify:
+            checked = self._verify(capture, args, kwargs)
+            bump("verified_sizes" if checked.ok else "verify_mismatches")
+            if not checked.ok:
+                fallback = verify_mismatch(getattr(descriptor, "num_tokens", None), checked.message())
+                return self._eager(descriptor, None, args, kwargs, result, fallback)
         outputs = capture.outputs
         if self.weak_outputs:
             from vllm.utils.torch_utils import weak_ref_tensors
@@ -162,11 +176,40 @@ class AscendGraphStaticWrapper:
         # reads what this graph writes (on the CPU they also hold this call's values: the capture ran the piece).
         return outputs if capture.returns_tuple else outputs[0]
 
+    def _verify(self, capture: Capture, args: tuple[Any, ...], kwargs: dict[str, Any]) -> VerifyResult:
+        """The new graph replayed against the piece run eagerly, both from the inputs as they are now. Inputs the
+        piece writes (a residual updated in place) are restored after each run, so that verifying leaves them as
+        the capture did."""
+        saved = [arg.clone() if isinstance(arg, torch.Tensor) else None for arg in args]
+
+        def restore() -> None:
+            for arg, copy in zip(args, saved, strict=True):
+                if copy is not None:
+                    arg.copy_(copy)
+
+        eager = _as_tuple(self.runnable(*args, **kwargs))
+        expected = [out.clone() if isinstance(out, torch.Tensor) else out for out in eager]
+        restore()
+        capture.graph.replay()
+        self.device.synchronize()
+        restore()
+        return compare_outputs(capture.outputs, expected, capture.size, {})
+
     def _eager(
-        self, descriptor: Any, error: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any = None
+        self,
+        descriptor: Any,
+        error: BaseException | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any = None,
+        fallback: SizeFallback | None = None,
     ) -> Any:
-        fallback = capture_failure(getattr(descriptor, "num_tokens", None), self.capture_sizes, error)
+        """This descriptor runs eagerly from now on: its capture raised `error`, or came too late, or `fallback`
+        says why (a verification mismatch)."""
+        if fallback is None:
+            assert error is not None
+            fallback = capture_failure(getattr(descriptor, "num_tokens", None), self.capture_sizes, error)
+            bump("capture_failures")
         self.eager_descriptors[descriptor] = fallback
-        bump("capture_failures")
         logger.warning("%s", fallback.message())
         return self.runnable(*args, **kwargs) if result is None else result

@@ -48,3 +48,37 @@ def test_a_failed_full_size_goes_to_the_next_candidate(pieces: bool) -> None:
         assert desc == PIECES_4  # the mixed-batch pieces of size 4 serve it
     else:
         assert desc.cg_mode == CUDAGraphMode.NONE and (desc.num_tokens, desc.num_reqs) == (3, 3)
+
+
+def _verifying_manager(replay_rows: int, scale: float) -> tuple[AscendGraphCudaGraphs, object, object]:
+    """A manager whose eager forward writes hidden = ids * 2 and whose "graph" writes ids * scale into the first
+    `replay_rows` rows (stand-ins for vLLM's forward and a CUDA graph; the comparison is the real one)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    manager = object.__new__(AscendGraphCudaGraphs)
+    manager.adopt(1, "cpu", verify=True)
+    manager.is_last_pp_rank, manager.use_aux_hidden_state_outputs = True, False
+    manager.hidden_states = torch.zeros(8, 3)
+    manager.ag_inputs = SimpleNamespace(input_ids=torch.zeros(8, dtype=torch.int32))
+    manager.vllm_config = SimpleNamespace(model_config=SimpleNamespace(get_vocab_size=lambda: 100))
+    ids = manager.ag_inputs.input_ids
+
+    def forward_fn(mode: object) -> None:
+        manager.hidden_states[:4] = (ids[:4, None] * 2.0).expand(4, 3)
+
+    def replay() -> None:
+        manager.hidden_states[:replay_rows] = (ids[:replay_rows, None] * scale).expand(replay_rows, 3)
+
+    return manager, forward_fn, SimpleNamespace(graph=SimpleNamespace(replay=replay))
+
+
+@pytest.mark.parametrize(("rows", "scale", "ok"), [(4, 2.0, True), (4, 2.5, False), (3, 2.0, False)])
+def test_full_graph_verification_catches_a_wrong_or_partial_replay(rows: int, scale: float, ok: bool) -> None:
+    """verify: a FULL graph replayed on random token ids against the eager forward; a replay that computes
+    something else, or leaves rows unwritten (they stay poisoned with NaN), does not pass."""
+    manager, forward_fn, capture = _verifying_manager(rows, scale)
+    result = manager._verify_full(FULL_4, forward_fn, capture)
+    assert result.ok is ok, result.message()
+    assert manager.ag_inputs.input_ids[:4].abs().sum() > 0  # the token ids were drawn at random

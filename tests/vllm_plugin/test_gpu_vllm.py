@@ -6,7 +6,8 @@ shrink 17 -> 1 through sizes above the largest capture size (8), exact sizes (8,
 eager; the worker's counters show captures and replays of ascend_graph's own wrapper and FULL graphs; forward-async
 with random host and device delays equal too (also with requests admitted step after step). The broken variant
 (pinned staging one deep) is expected to give wrong tokens and did not on the H200: a strict xfail that says so.
-With 2 GPUs: tensor parallel 2 forward-async under per-rank delays equal to TP=1 eager.
+With `verify`, every capture checked against eager at start-up. With 2 GPUs: tensor parallel 2 forward-async under
+per-rank delays equal to TP=1 eager.
 Run by `bench/gpu_lane.sh`; skipped where vLLM has no CUDA.
 """
 
@@ -122,6 +123,18 @@ def test_piecewise_equals_eager(model_dir: Path, eager: list[list[int]], mode: s
     _check(tokens, counts, graphs, platform, eager)
     assert graphs["full_graphs"] == 0
     assert counts["graph_wrappers"] >= 3  # one per piece between attention ops (2 layers)
+
+
+def test_verify_checks_every_capture(model_dir: Path, eager: list[list[int]]) -> None:
+    """`verify`: every FULL graph and every piece ascend_graph captures is replayed once against an eager run of the
+    same inputs at start-up; none disagrees here, and serving gives eager's tokens."""
+    options = {"ascend_graph": {"mode": "forward-async", "verify": True}}
+    tokens, counts, graphs, platform = generate(
+        model_dir, compilation_config=FULL_AND_PIECEWISE, additional_config=options
+    )
+    _check(tokens, counts, graphs, platform, eager)
+    assert counts["verified_sizes"] > 0 and counts.get("verify_mismatches", 0) == 0, counts
+    assert graphs["full_graphs"] == len(SIZES) * 2 and graphs["fallbacks"] == []
 
 
 def test_forward_async_under_random_delays(model_dir: Path, eager: list[list[int]], stress: None) -> None:

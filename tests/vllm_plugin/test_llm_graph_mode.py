@@ -86,11 +86,14 @@ def eager(model_dir: Path) -> list[list[int]]:
 
 @pytest.mark.slow
 def test_llm_graph_sync_equals_eager_and_graphs_ran_in_the_worker(model_dir: Path, eager: list[list[int]]) -> None:
+    options = {"mode": "sync", "verify": True}  # every capture replayed once against eager at start-up
     graph, counts, platform = _generate(
-        model_dir, compilation_config=GRAPH, additional_config={"ascend_graph": {"mode": "sync"}}
+        model_dir, compilation_config=GRAPH, additional_config={"ascend_graph": options}
     )
     assert platform == "AscendGraphCpuPlatform"
     assert graph == eager
+    assert counts["verified_sizes"] == len(GRAPH["cudagraph_capture_sizes"]), counts
+    assert counts.get("verify_mismatches", 0) == 0, counts
     assert counts["compiles"] > 0 and counts["captures"] > 0, counts
     assert counts["graph_wrappers"] == 1, counts  # FULL on the CPU lane: the whole model is one graph per size
     # Every step with at most 8 running requests (the largest capture size) runs a graph: the last 8 prompts'
@@ -157,12 +160,13 @@ def test_ascend_graph_options_name_the_allowed() -> None:
     with pytest.raises(
         ValueError,
         match=r"unknown key\(s\) \['modes'\]; allowed keys are "
-        r"\['debug', 'graph_runner', 'lowering', 'mode', 'passes'\]",
+        r"\['debug', 'graph_runner', 'lowering', 'mode', 'passes', 'verify'\]",
     ):
         parse_additional_config({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
         parse_additional_config({"ascend_graph": {"mode": "fast"}})
     defaults = {"mode": "sync", "lowering": "inductor", "debug": False, "passes": (), "graph_runner": "ascend_graph"}
+    defaults["verify"] = False
     assert parse_additional_config(None) == defaults
     with pytest.raises(
         ValueError, match=r"graph_runner='cuda' is not allowed; allowed values are \('ascend_graph', 'vllm'\)"

@@ -62,3 +62,58 @@ def test_a_failed_capture_leaves_that_size_eager_with_advice(
     assert after["capture_failures"] - before["capture_failures"] == 1
     assert after["eager_calls"] - before["eager_calls"] == 1
     assert "size 4 runs eagerly" in caplog.text and "cudagraph_capture_sizes" in caplog.text
+
+
+def test_verify_passes_a_piece_that_updates_an_input_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASCEND_GRAPH_VERIFY=1: the capture is replayed against an eager run from the same inputs (restored between
+    the two), so a residual updated in place is no false mismatch, and verifying leaves it as capture did."""
+    from vllm.forward_context import BatchDescriptor
+
+    import ascend_graph
+
+    monkeypatch.setenv("ASCEND_GRAPH_VERIFY", "1")
+
+    def piece(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        residual.add_(x)
+        return residual * 2
+
+    wrapper = _wrapper(monkeypatch, piece, BatchDescriptor(num_tokens=4))
+    before = ascend_graph.counters()
+    x, residual = torch.randn(4), torch.randn(4)
+    wrapper(x, residual)
+    after_capture = residual.clone()
+    wrapper(x, residual)  # a replay
+    after = ascend_graph.counters()
+    assert after["verified_sizes"] - before["verified_sizes"] == 1
+    assert after["verify_mismatches"] == before["verify_mismatches"]
+    assert after["replays"] - before["replays"] == 1
+    assert torch.allclose(residual, after_capture + x)
+
+
+def test_verify_leaves_a_mismatching_capture_eager(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A piece whose graph would not reproduce its eager result (here: it reads host state that changes at
+    every call) is caught: that size runs eagerly, logged with the verifier's figures and advice."""
+    from vllm.forward_context import BatchDescriptor
+
+    import ascend_graph
+
+    monkeypatch.setenv("ASCEND_GRAPH_VERIFY", "1")
+    calls = [0]
+
+    def piece(x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return x + calls[0]
+
+    wrapper = _wrapper(monkeypatch, piece, BatchDescriptor(num_tokens=4))
+    before = ascend_graph.counters()
+    x = torch.zeros(4)
+    with caplog.at_level(logging.WARNING):
+        first = wrapper(x)
+        second = wrapper(x)
+    after = ascend_graph.counters()
+    assert after["verify_mismatches"] - before["verify_mismatches"] == 1
+    assert after["replays"] == before["replays"] and after["eager_calls"] - before["eager_calls"] == 1
+    assert torch.equal(first, torch.ones(4)) and torch.equal(second, x + calls[0])  # eager results
+    assert "size 4 runs eagerly (verify_mismatch)" in caplog.text and "Graph replay disagrees with eager" in caplog.text
