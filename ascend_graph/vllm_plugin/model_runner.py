@@ -34,12 +34,13 @@ read vLLM's live buffers, which the host rewrites for the next step; it exists t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -145,6 +146,20 @@ class _Staging:
         return value
 
 
+class _Delegate:
+    """Stands for the model while start-up capture stages a dummy run's inputs: calls go to `call`, anything else
+    to the model."""
+
+    def __init__(self, model: Any, call: Callable[..., Any]) -> None:
+        self._model, self._call = model, call
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
 @dataclasses.dataclass
 class _Launched:
     scheduler_output: Any
@@ -209,18 +224,26 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
 
     def capture_at_startup(self) -> None:
         """Every capture size at start-up, largest first, as vLLM's GPU runners do: a dummy batch of each size runs
-        in graph mode and the wrappers capture it (bound to vLLM's own buffers, which sync steps read; forward-async
-        jobs read their staged sets, captured at their first step). Start-up never fails for this: a size that
-        cannot be run here is captured at its first use, as before, with the reason logged."""
+        in graph mode and the wrappers capture it, bound to vLLM's own buffers (which sync steps read) and, for
+        forward-async with FULL graphs, to each static set (which its jobs read: the dummy run's inputs are staged
+        into the set first, as a step's are). Start-up never fails for this: a size that cannot be run here is
+        captured at its first use, as before, with the reason logged. (PIECEWISE pieces of forward-async are
+        captured at first use: their inputs are activations, not staged buffers.)"""
         config = self.compilation_config
         sizes = sorted(config.cudagraph_capture_sizes or (), reverse=True)
         if config.cudagraph_mode == CUDAGraphMode.NONE or not sizes:
             return
         runtime = CUDAGraphMode.FULL if config.cudagraph_mode.has_full_cudagraphs() else CUDAGraphMode.PIECEWISE
+        sets: list[_Slot | None] = [None]  # None: vLLM's own buffers
+        if self.ag_mode == "forward-async" and runtime == CUDAGraphMode.FULL and not self.ag_unsafe:
+            sets += list(self.ag_slots)
         start, captured = time.perf_counter(), counters()["captures"]
         try:
-            for size in tqdm(sizes, desc=f"ascend_graph: capturing {runtime.name} graphs (CPU)", disable=None):
-                self._dummy_run(size, cudagraph_runtime_mode=runtime, force_attention=runtime == CUDAGraphMode.FULL)
+            for slot in sets:
+                for size in tqdm(sizes, desc=f"ascend_graph: capturing {runtime.name} graphs (CPU)", disable=None):
+                    with self._inputs_staged_into(slot):
+                        full = runtime == CUDAGraphMode.FULL
+                        self._dummy_run(size, cudagraph_runtime_mode=runtime, force_attention=full)
         except Exception as error:  # noqa: BLE001 - the sizes left are captured at their first step
             logger.warning("ascend_graph: start-up capture stopped (%r); the sizes left capture at first use", error)
         captured = counters()["captures"] - captured
@@ -231,6 +254,23 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             sizes,
             time.perf_counter() - start,
         )
+
+    @contextlib.contextmanager
+    def _inputs_staged_into(self, slot: _Slot | None) -> Iterator[None]:
+        """While a dummy run calls the model, its inputs are staged into `slot` first (None: left as they are)."""
+        if slot is None:
+            yield
+            return
+        model = self.model
+
+        def staged_call(*args: Any, **inputs: Any) -> Any:
+            return model(*args, **_Staging(self._registered_buffers(), slot)(inputs))
+
+        self.model = _Delegate(model, staged_call)
+        try:
+            yield
+        finally:
+            self.model = model
 
     def _check_and_update_cudagraph_mode(
         self, attention_backends: Any, kv_cache_groups: Any, is_profiling: bool = False

@@ -131,6 +131,9 @@ def test_llm_forward_async_equals_eager_with_sync_steps_for_logprobs(model_dir: 
     assert counts["captures"] > 0 and counts["replays"] > 0, counts
     assert counts["vllm_async_steps"] > 20, counts
     assert counts["vllm_sync_steps"] >= MAX_TOKENS[0] - 1, counts
+    # Every size captured at start-up for vLLM's buffers (sync steps) and both static sets (async steps): none in
+    # the middle of serving.
+    assert counts["startup_captures"] == 3 * len(GRAPH["cudagraph_capture_sizes"]) == counts["captures"], counts
 
 
 @pytest.mark.slow
