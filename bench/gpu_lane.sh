@@ -32,13 +32,17 @@ install() {
     --target "$AG_SITE" .) >"$OUT/pip_install.log" 2>&1 || { tail -20 "$OUT/pip_install.log"; exit 1; }
 }
 
+gpu_tests() {  # the gpu_vllm tests matching -k "$1", against the installed project and the bundle
+  PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$1" \
+    tests/vllm_plugin/test_gpu_vllm.py
+}
+
 case "${1:-}" in
   stage) bash .gpuvllm/install.sh; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv ;;
   test)
     install
     # two groups side by side (each builds its own eager reference), the load test beside them when asked
-    group() { PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$1" \
-      tests/vllm_plugin/test_gpu_vllm.py >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
+    group() { gpu_tests "$1" >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
     group "full_and_piecewise or random_delays or churn or broken or verify" a & a=$!
     group "test_piecewise_equals_eager or baseline or tensor_parallel" b & b=$!
     [ "${2:-}" = load ] && { bash "$0" load >"$OUT/load.log" 2>&1 & l=$!; }
@@ -49,8 +53,7 @@ case "${1:-}" in
   both)
     install
     rm -f /tmp/ag-tests-done
-    PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$2" \
-      tests/vllm_plugin/test_gpu_vllm.py >"$OUT/gpu_vllm_tests.log" 2>&1 &
+    gpu_tests "$2" >"$OUT/gpu_vllm_tests.log" 2>&1 &
     # done when pytest prints its summary: the process itself was seen to linger for minutes after it (7ea32af)
     (until grep -qE "[0-9]+ (passed|failed|error|xfailed)" "$OUT/gpu_vllm_tests.log" 2>/dev/null; do sleep 2; done
      touch /tmp/ag-tests-done) &

@@ -70,7 +70,7 @@ def _ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """TPOT p50 medians of two configurations served in the same call, per model and concurrency."""
     found = []
     index = {(r["file"], r["model"], r["config"]): r for r in rows}
-    for file, model, _ in sorted({(f, m, "") for f, m, _ in index}):
+    for file, model in sorted({(f, m) for f, m, _ in index}):
         for name, (top, bottom) in RATIOS.items():
             a, b = index.get((file, model, top)), index.get((file, model, bottom))
             if not a or not b:
@@ -109,13 +109,10 @@ def markdown(summary: dict[str, Any]) -> str:
             t = cell["tpot_p50_ms"] if cell else None
             cells.append(f"{t['median']:.2f} [{t['min']:.2f}-{t['max']:.2f}]" if t else "-")
         ttft = row["figures"].get("1", {}).get("ttft_p50_ms")
-        lines.append(
-            f"| {row['model']} | {row['config']} | {' / '.join(cells)} | "
-            f"{ttft['median']:.1f} | {row['capture']['vllm_logged_seconds'] or '-'} |"
-            if ttft
-            else ""
-        )
-    return "\n".join(line for line in lines if line)
+        ttft_cell = f"{ttft['median']:.1f}" if ttft else "-"
+        capture = row["capture"]["vllm_logged_seconds"] or "-"
+        lines.append(f"| {row['model']} | {row['config']} | {' / '.join(cells)} | {ttft_cell} | {capture} |")
+    return "\n".join(lines)
 
 
 def plot(summary: dict[str, Any], png: Path) -> None:
