@@ -39,6 +39,7 @@ CONFIGS: dict[str, tuple[bool, list[str]]] = {  # name -> (ascend_graph on the p
     "stock": (False, []),
     "ag-sync": (True, [AG, '{"ascend_graph": {"mode": "sync"}}']),
     "ag-forward-async": (True, [AG, '{"ascend_graph": {"mode": "forward-async"}}']),
+    "ag-forward-async-passes": (True, [AG, '{"ascend_graph": {"mode": "forward-async", "passes": "all"}}']),
     # ablation: what separates the figures above
     "stock-no-async": (False, ["--no-async-scheduling"]),
     "ag-compiler-vllm-runner-sync": (True, [AG, '{"ascend_graph": {"mode": "sync", "graph_runner": "vllm"}}']),

@@ -25,18 +25,25 @@ WORKER = "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
 
 
 class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
-    # vLLM decides three things by asking whether the compile backend is its own "inductor": which ops run as its
-    # C++/CUDA kernels (custom_ops, before check_and_update_config), their IR priority and the fusion passes that
-    # follow from both. ascend_graph's compiler hands every piece to vLLM's inductor too (lowering "inductor", and
-    # "host" on CUDA), so it takes the same answers: native ops that inductor fuses. Seen on the H200 before this:
-    # rms_norm on vLLM's C kernel for ascend_graph, inductor's for stock vLLM (serve logs of 9b53006).
+    # vLLM decides four things by asking whether the compile backend is its own "inductor": which ops run as its
+    # C++/CUDA kernels (custom_ops, before check_and_update_config), their IR priority, whether its IR ops stay
+    # torch ops until its own lowering pass (ir_enable_torch_wrap) and the fusion passes that follow from these.
+    # ascend_graph's compiler hands every piece to vLLM's inductor too (lowering "inductor", and "host" on CUDA),
+    # so it takes the same answers: native ops that inductor fuses. Seen on the H200 before this: rms_norm on
+    # vLLM's C kernel for ascend_graph, inductor's for stock vLLM (serve logs of 9b53006). With ascend_graph's
+    # `passes` the IR ops are traced through (the passes match their ATen form).
 
     @classmethod
     def apply_config_platform_defaults(cls, vllm_config: Any) -> None:
         super().apply_config_platform_defaults(vllm_config)
-        custom_ops = vllm_config.compilation_config.custom_ops
-        if _inductor_lowering(vllm_config) and all(c not in custom_ops for c in ("all", "none")):
-            custom_ops.append("none")  # an explicit choice of the user's is kept
+        if not _inductor_lowering(vllm_config):
+            return
+        compilation = vllm_config.compilation_config
+        if all(c not in compilation.custom_ops for c in ("all", "none")):
+            compilation.custom_ops.append("none")  # an explicit choice of the user's is kept
+        passes = parse_additional_config(vllm_config.additional_config)["passes"]
+        if getattr(compilation, "ir_enable_torch_wrap", False) is None and not passes:
+            compilation.ir_enable_torch_wrap = True
 
     @classmethod
     def get_default_ir_op_priority(cls, vllm_config: Any) -> Any:

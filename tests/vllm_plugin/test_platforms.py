@@ -146,11 +146,17 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
         _HostPlatform.calls = ["host hook"]
 
     if module == "platform_cuda":  # vLLM's answers for its own inductor backend: native ops that inductor fuses
-        for lowering, custom_ops, asked in (("inductor", ["none"], "inductor"), ("aten", [], "ascend_graph")):
-            config.additional_config["ascend_graph"] = {"lowering": lowering}
+        for section, custom_ops, asked, wrap in (
+            ({"lowering": "inductor"}, ["none"], "inductor", True),
+            ({"lowering": "inductor", "passes": "all"}, ["none"], "inductor", None),  # passes match the ATen form
+            ({"lowering": "aten"}, [], "ascend_graph", None),
+        ):
+            config.additional_config["ascend_graph"] = section
             config.compilation_config.custom_ops = []
+            config.compilation_config.ir_enable_torch_wrap = None  # as vLLM leaves it before its own default
             platform.apply_config_platform_defaults(config)
             assert config.compilation_config.custom_ops == custom_ops
+            assert config.compilation_config.ir_enable_torch_wrap is wrap
             assert platform.get_default_ir_op_priority(config) == f"asked with backend {asked}"
             assert config.compilation_config.backend == "ascend_graph"  # restored
         config.compilation_config.custom_ops = ["all"]  # the user's choice is kept
