@@ -10,6 +10,7 @@
 #   or, as call 2:     AG_COMMIT=<commit> bash bench/gpu_lane.sh both TESTS MODELS CONFIGS [ROUNDS]
 #                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
 #                      bash bench/gpu_lane.sh load [MODE]
+#                      bash bench/gpu_lane.sh steps CONFIGS [REPEATS]   (decode step time in LLM(), tiny model)
 # `test` runs the gpu_vllm tests in two processes side by side (logs under $OUT), with `load` the load test beside
 # them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs the bounded load test (500 requests,
 # 64 in flight, mid-stream disconnects) against the OpenAI server.
@@ -65,11 +66,14 @@ case "${1:-}" in
       --stop-after-s "${AG_STOP_AFTER_S:-500}" --hold-until "${AG_HOLD_UNTIL:-}" \
       --out "$OUT/serve_h200_$(echo "$2" | tr ',' '_').json" 2>&1 | tee "$OUT/serve_bench.log" | grep -v "^INFO" | tail -60
     ;;
+  steps)  # decode step time in offline LLM(), one process per configuration (bench/gpu_steps.py)
+    [ -d "$AG_SITE/ascend_graph" ] || install
+    PYTHONPATH=/tmp/site python3 bench/gpu_steps.py --configs "$2" --repeats "${3:-3}" --out "$OUT/steps_h200_tiny.json" ;;
   load)
     [ -d "$AG_SITE/ascend_graph" ] || install
     (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site" python3 -m ascend_graph.benchmarks.load_test --mode "${2:-forward-async}" \
       --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1" --work-dir /tmp/ag-load \
       --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25
     cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true ;;
-  *) echo "usage: bench/gpu_lane.sh stage|test [load]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|load [MODE]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_lane.sh stage|test [load]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|steps CONFIGS [REPEATS]|load [MODE]" >&2; exit 2 ;;
 esac
