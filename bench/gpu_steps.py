@@ -67,7 +67,8 @@ def measure(model_dir: str, config: str, tokens: int, repeats: int, attention: s
         llm.generate(prompts, params, use_tqdm=False)
         return time.perf_counter() - start
 
-    run(max(BATCHES), 16, 0)  # warm-up: every path once
+    for batch in BATCHES:  # warm-up: every batch's prefill and decode shapes once (first-use JIT seen at 3c41fa2)
+        run(batch, 16, 0)
     steps: dict[str, list[float]] = {}
     for repeat in range(repeats):
         for batch in BATCHES:

@@ -143,7 +143,9 @@ def plot(summary: dict[str, Any], png: Path) -> None:
         ax.set_xticks([i + 0.4 - width / 2 for i in range(3)], ["c=1", "c=8", "c=32"])
         ax.set_title(f"{model}: TPOT p50 (ms), median and range of rounds")
         ax.legend(fontsize=7)
-    fig.suptitle("vllm bench serve, one H200, vLLM 0.26.0: stock vLLM vs ascend_graph (random 128/128; eager: JSON)")
+    commits = ", ".join(sorted({source.get("git_commit", "?") for source in summary["sources"]}))
+    eager = "; eager in the JSON" if any(r["config"] == "eager" for r in summary["rows"]) else ""
+    fig.suptitle(f"vllm bench serve, one H200, vLLM 0.26.0: stock vLLM vs ascend_graph (random 128/128{eager}; {commits})")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
