@@ -145,7 +145,8 @@ def plot(summary: dict[str, Any], png: Path) -> None:
         ax.legend(fontsize=7)
     commits = ", ".join(sorted({source.get("git_commit", "?") for source in summary["sources"]}))
     eager = "; eager in the JSON" if any(r["config"] == "eager" for r in summary["rows"]) else ""
-    fig.suptitle(f"vllm bench serve, one H200, vLLM 0.26.0: stock vLLM vs ascend_graph (random 128/128{eager}; {commits})")
+    title = "vllm bench serve, one H200, vLLM 0.26.0: stock vLLM vs ascend_graph"
+    fig.suptitle(f"{title} (random 128/128{eager}; {commits})")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
