@@ -20,7 +20,7 @@ from .backend import GraphCompiled, ascend_graph_backend  # noqa: E402
 from .config import GraphConfig  # noqa: E402
 from .counters import counters, reset_counters  # noqa: E402
 from .device import available_kinds, get_device  # noqa: E402
-from .report import inspect  # noqa: E402
+from .inspection import inspect  # noqa: E402
 
 
 def _register_dynamo_backend() -> None:

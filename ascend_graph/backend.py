@@ -35,6 +35,7 @@ from .errors import NonFiniteInputError, StaticInputMovedError
 from .fallbacks import VERIFY_MISMATCH, SizeFallback, verify_mismatch
 from .lowering import lower, resolve_lowering
 from .passes import PassReport, apply_passes
+from .report import graph_report
 from .signature import GraphSignature, InputKind
 from .verify import VerifyResult, verify_capture
 
@@ -304,8 +305,6 @@ class GraphCompiled:
 
     def report(self) -> dict[str, Any]:
         """What this graph captured and what runs eagerly: sizes, graph memory per size, passes, fallbacks."""
-        from .report import graph_report
-
         return graph_report(self)
 
 

@@ -14,6 +14,7 @@ import importlib.metadata
 import json
 import platform
 import sys
+from typing import Any
 
 
 def _version(distribution: str) -> str | None:
@@ -68,7 +69,7 @@ def doctor_command(argv: list[str]) -> int:
 
 def inspect_command(argv: list[str]) -> int:
     """Compile the built-in tiny decoder and print what graph mode did with it."""
-    from .report import format_inspection, inspect
+    from .inspection import inspect
 
     parser = argparse.ArgumentParser(
         prog="ascend-graph inspect",
@@ -106,6 +107,41 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_main(rest)
     return 0
+
+
+def format_inspection(result: dict[str, Any]) -> str:
+    """The text `ascend-graph inspect` prints."""
+    lines = [f"model: {result['model']}"]
+    for number, graph in enumerate(result["graphs"]):
+        passes = graph["passes"] if isinstance(graph["passes"], str) else ", ".join(graph["passes"])
+        lines.append(
+            f"graph {number}: device {graph['device']}, lowering {graph['lowering']}, passes applied: {passes}, "
+            f"sizes {graph['sizes']} (of capture_sizes {graph['capture_sizes']})"
+        )
+        pinned = ", ".join(f"{symbol}={value}" for symbol, value in graph["pinned"].items()) or "none"
+        lines.append(f"  bucketed: {graph['batch_dimension']}; pinned: {pinned}")
+        outside = [size for size in graph["capture_sizes"] if size not in graph["sizes"]]
+        if outside and graph["sizes"]:
+            lines.append(f"  capture sizes outside the range dynamo allows for this graph: {outside}")
+        if graph["graph_fallback"]:
+            lines.append(f"  whole graph runs eagerly: {graph['graph_fallback']}")
+        verdicts = {row["size"]: row for row in graph["verify"]["results"]}
+        lines.append(f"  {'size':>6} {'capture s':>10} {'pool MiB':>9} {'static KiB':>11}  verify")
+        for row in graph["captured"]:
+            verdict = verdicts.get(row["size"])
+            verify = "off" if verdict is None else f"ok, max abs error {verdict['max_abs_error']:.3g}"
+            lines.append(
+                f"  {str(row['size']):>6} {row['capture_s']:10.4f} {row['pool_bytes'] / 2**20:9.2f} "
+                f"{row['static_bytes'] / 2**10:11.1f}  {verify}"
+            )
+        for fallback in graph["fallbacks"]:
+            lines.append(f"  size {fallback['size']} runs eagerly ({fallback['cause']}): {fallback['reason']}")
+            lines.append(f"    advice: {fallback['advice']}")
+        if not graph["fallbacks"] and not graph["graph_fallback"]:
+            lines.append("  fallbacks: none")
+    counts = ", ".join(f"{key} {value}" for key, value in result["counters"].items())
+    lines.append(f"counters (this call): {counts}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
