@@ -29,7 +29,7 @@ import torch.fx
 
 from .capture import Capture, capture_all, pad_value_for
 from .config import GraphConfig
-from .counters import bump
+from .counters import Count, bump
 from .device import GraphDevice, get_device
 from .errors import NonFiniteInputError, StaticInputMovedError
 from .fallbacks import VERIFY_MISMATCH, SizeFallback, verify_mismatch
@@ -94,9 +94,9 @@ class GraphCompiled:
             )
         if self.fallback_reason is not None:
             self._example_inputs = None
-            bump("eager_fallbacks")
+            bump(Count.EAGER_FALLBACKS)
             self._log_once(f"ascend_graph: graph runs eagerly: {self.fallback_reason}")
-        bump("compiles")
+        bump(Count.COMPILES)
 
     def _lower(self, gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> str | None:
         """Fusion passes (on the ATen retrace; the signature stays the one of dynamo's graph), then the lowering.
@@ -105,7 +105,7 @@ class GraphCompiled:
         try:
             if self.config.passes:
                 gm, self.pass_report = apply_passes(gm, example_inputs, self.config.passes)
-                bump("fused_ops", self.pass_report.fused)
+                bump(Count.FUSED_OPS, self.pass_report.fused)
                 stage = f"{self.lowering} lowering"
             self.runnable = lower(gm, example_inputs, self.lowering)
         except _DYNAMO_CONTROL_FLOW:
@@ -148,7 +148,7 @@ class GraphCompiled:
     def _eager(self, args: Sequence[Any], reason: str, key: str) -> Any:
         """Serve one call eagerly; each kind of reason (`key`) is logged once per graph."""
         self._log_once(f"ascend_graph: running eagerly (logged once): {reason}", key)
-        bump("eager_calls")
+        bump(Count.EAGER_CALLS)
         return self.runnable(*args)
 
     def capture(self) -> None:
@@ -186,25 +186,25 @@ class GraphCompiled:
                 )
             except Exception as error:  # noqa: BLE001 - an unverifiable size runs eagerly, never fails the call
                 logger.debug("ascend_graph: verify of size %s raised", size, exc_info=True)
-                bump("verify_errors")
+                bump(Count.VERIFY_ERRORS)
                 del self.captures[size]
                 detail = f"verify raised {type(error).__name__}: {_first_line(error)}"
                 self.size_fallbacks[size] = verify_mismatch(size, detail)
                 logger.warning(self.size_fallbacks[size].message())
                 continue
             self.verify_results.append(result)
-            bump("verified_sizes")
+            bump(Count.VERIFIED_SIZES)
             if result.ok:
                 logger.info("ascend_graph: verify: %s", result.message())
                 continue
-            bump("verify_mismatches")
+            bump(Count.VERIFY_MISMATCHES)
             del self.captures[size]  # frees its static buffers and outputs
             self.size_fallbacks[size] = verify_mismatch(size, f"verify: {result.message()}")
             logger.warning(self.size_fallbacks[size].message())
 
     def __call__(self, *args: Any) -> Any:
         if self.fallback_reason is not None:
-            bump("eager_calls")
+            bump(Count.EAGER_CALLS)
             return self.runnable(*args)
         pinned = self.signature.pinned_mismatch(args)
         if pinned is not None:
@@ -217,7 +217,7 @@ class GraphCompiled:
             self.capture()
         fallback = self.size_fallbacks.get(bucket)
         if fallback is not None:
-            bump("eager_calls")
+            bump(Count.EAGER_CALLS)
             self._log_once(
                 f"ascend_graph: running eagerly (logged once): size {bucket} ({fallback.cause}): {fallback.reason}",
                 f"size-{bucket}",
@@ -235,11 +235,11 @@ class GraphCompiled:
             if self.device.host_reads_outputs:
                 self.device.current_stream().synchronize()
         except Exception as error:  # noqa: BLE001 - e.g. the CPU stream's StreamError around the model's own error
-            bump("replay_failures")
+            bump(Count.REPLAY_FAILURES)
             reason = f"replay of size {bucket} raised {type(error).__name__}: {_first_line(error)}"
             # eager gives the caller what eager mode would: the model's own exception, or the right answer
             return self._eager(args, f"{reason}; this call runs eagerly", f"replay-{bucket}")
-        bump("replays")
+        bump(Count.REPLAYS)
         return self._outputs(capture, size)
 
     def _moved_input(self, capture: Capture, args: Sequence[Any]) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .counters import bump
+from .counters import Count, bump
 from .device import DeviceGraph, GraphDevice
 from .fallbacks import SizeFallback, capture_failure
 from .signature import GraphSignature, InputKind, InputSpec
@@ -101,7 +101,7 @@ def capture_graph(
     static_bytes = sum(buffer.nbytes for buffer in buffers.values()) + sum(
         output.nbytes for output in graph.outputs if isinstance(output, torch.Tensor)
     )
-    bump("captures")
+    bump(Count.CAPTURES)
     logger.debug("captured size %s in %.3f s (%d bytes, pool +%d)", size, seconds, graph_bytes, pool_bytes)
     return Capture(size, graph, args, buffers, seconds, graph_bytes, pool_bytes, static_bytes)
 
@@ -160,7 +160,7 @@ def capture_all(
             failures[size] = capture_failure(size, ordered, error, signature.batch_where)
             args = buffers = None  # the failed size's static state; the traceback goes with the except block
             _settle(device)
-            bump("capture_failures")
+            bump(Count.CAPTURE_FAILURES)
     return captures
 
 

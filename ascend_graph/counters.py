@@ -1,44 +1,53 @@
 """Process-wide counters that prove graph mode really ran.
 
-`ascend_graph.counters()` returns a snapshot; tests and users read it (inside vLLM workers through
-`LLM.collective_rpc`). A single lock-protected instance is the one piece of module state we keep on purpose:
-counters must be visible from anywhere in the process without threading an object through dynamo.
+`ascend_graph.counters()` returns a snapshot (every counter, zero included); tests and users read it (inside vLLM
+workers through `LLM.collective_rpc`). The code counts through `bump(Count.X)`: the names are one enum, so a typo
+is an AttributeError where it is written, not a new counter nobody reads. A single lock-protected instance is the
+one piece of module state kept on purpose: counters must be visible from anywhere in the process without threading
+an object through dynamo.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import Counter
 
-# The keys that always exist, so that `counters()["replays"]` never raises.
-COUNTER_KEYS = (
-    "compiles",
-    "captures",
-    "replays",
-    "eager_fallbacks",
-    "eager_calls",
-    "capture_failures",
-    "verified_sizes",
-    "verify_mismatches",
-    "verify_errors",
-    "replay_failures",
-)
+
+class Count(str, enum.Enum):
+    """Every counter, with what one unit of it is."""
+
+    COMPILES = "compiles"  # graphs the dynamo backend compiled (one GraphCompiled each)
+    PIECE_COMPILES = "piece_compiles"  # pieces vLLM handed to ascend_graph's compiler (vllm_plugin/compiler.py)
+    PIECE_LOADS = "piece_loads"  # pieces loaded from vLLM's compile cache instead
+    FUSED_OPS = "fused_ops"  # ops the fusion passes replaced
+    CAPTURES = "captures"  # graphs captured (one per size, static input set or piece)
+    STARTUP_CAPTURES = "startup_captures"  # of those, captured while vLLM's start-up capture ran (CPU lane)
+    GRAPH_WRAPPERS = "graph_wrappers"  # static graph wrappers vLLM built (one per piece, or the whole model)
+    REPLAYS = "replays"  # graph replays
+    EAGER_FALLBACKS = "eager_fallbacks"  # whole graphs that gave up on graph mode
+    EAGER_CALLS = "eager_calls"  # calls served eagerly (a size above the largest capture size, a failed size)
+    CAPTURE_FAILURES = "capture_failures"  # sizes whose warm-up or capture raised (served eagerly after)
+    VERIFIED_SIZES = "verified_sizes"  # captures the verifier checked against eager and found equal
+    VERIFY_MISMATCHES = "verify_mismatches"  # captures that disagreed with eager (served eagerly after)
+    VERIFY_ERRORS = "verify_errors"  # captures the verifier could not check
+    REPLAY_FAILURES = "replay_failures"  # replays that raised (the call ran eagerly)
+    VLLM_ASYNC_STEPS = "vllm_async_steps"  # CPU lane forward-async: steps launched ahead of the host
+    VLLM_SYNC_STEPS = "vllm_sync_steps"  # CPU lane forward-async: steps that needed host state, run sync
 
 
 class _Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: Counter[str] = Counter()
+        self._values: Counter[Count] = Counter()
 
-    def add(self, key: str, amount: int = 1) -> None:
+    def add(self, key: Count, amount: int = 1) -> None:
         with self._lock:
             self._values[key] += amount
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            values = {key: 0 for key in COUNTER_KEYS}
-            values.update(self._values)
-            return values
+            return {key.value: self._values[key] for key in Count}
 
     def reset(self) -> None:
         with self._lock:
@@ -48,17 +57,13 @@ class _Counters:
 _COUNTERS = _Counters()
 
 
-def bump(key: str, amount: int = 1) -> None:
+def bump(key: Count, amount: int = 1) -> None:
     """Add `amount` to counter `key`."""
-    _COUNTERS.add(key, amount)
+    _COUNTERS.add(Count(key), amount)  # Count(...) also refuses a plain string that names no counter
 
 
 def counters() -> dict[str, int]:
-    """A snapshot of the counters: compiles, captures, replays, eager_fallbacks (graphs that gave up on graph
-    mode), eager_calls (calls served eagerly, e.g. sizes above the largest capture size), capture_failures (sizes whose
-    warm-up or capture raised and run eagerly), verified_sizes / verify_mismatches / verify_errors (the shadow-eager
-    verifier: sizes checked, sizes that disagreed, sizes it could not check), replay_failures (replays that raised;
-    the call ran eagerly), and others."""
+    """A snapshot of every counter by name (`Count` says what each counts), zeros included."""
     return _COUNTERS.snapshot()
 
 

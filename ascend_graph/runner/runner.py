@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..counters import bump
+from ..counters import Count, bump
 from ..device import GraphDevice
 from ..signature import GraphSignature
 from .buffers import POISON, TOKEN_FIELDS, Field, StagingSet, StaticSet
@@ -204,7 +204,7 @@ class GraphRunner:
                         body()
                     self.device.synchronize()
                     self.graphs[(size, index)] = self.device.capture(body, (), pool)
-                    bump("captures")
+                    bump(Count.CAPTURES)
             self._origin.record(self.streams.compute)
         self.device.synchronize()
 
@@ -260,7 +260,7 @@ class GraphRunner:
             streams.fetch.wait_event(static.replayed)
             self.device.copy_(static.host_tokens[:size], static.sampled[:size])
             static.fetched.record(streams.fetch)
-        bump("replays")
+        bump(Count.REPLAYS)
         handle = StepHandle(self._steps, size, index, time.perf_counter() - start - waited, waited)
         self._pending[index] = handle
         self._steps += 1

@@ -24,7 +24,7 @@ from vllm.compilation.compiler_interface import CompilerInterface, InductorAdapt
 from vllm.logger import init_logger
 from vllm.utils.import_utils import resolve_obj_by_qualname
 
-from ..counters import bump
+from ..counters import Count, bump
 from ..passes import apply_passes
 from .options import default_lowering, parse_additional_config, platform_attribute
 
@@ -111,11 +111,11 @@ class AscendGraphCompiler(CompilerInterface):
         compile_range: Any,
         key: str | None = None,
     ) -> tuple[Callable[..., Any] | None, Any | None]:
-        bump("compiles")
+        bump(Count.PIECE_COMPILES)
         if self.passes:
             graph, report = apply_passes(graph, example_inputs, self.passes)
             logger.info("ascend_graph: passes on a vLLM piece: %s", report)
-            bump("fused_ops", report.fused)
+            bump(Count.FUSED_OPS, report.fused)
         if self.inner is None:
             return graph, None  # aten: no artifact to cache, recompiling a piece is free
         if self.on_cpu:  # on CUDA vLLM's pass has the kernels it compares against
@@ -127,5 +127,5 @@ class AscendGraphCompiler(CompilerInterface):
     ) -> Callable[..., Any]:
         if self.inner is None:  # aten pieces return no handle, so vLLM never stores one for them
             raise RuntimeError("ascend_graph: a cached piece was found for the 'aten' lowering, which caches none")
-        bump("compiles_loaded")
+        bump(Count.PIECE_LOADS)
         return self.inner.load(handle, graph, example_inputs, graph_index, compile_range)

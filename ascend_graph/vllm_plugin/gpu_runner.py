@@ -54,7 +54,7 @@ from vllm.v1.worker.gpu.input_batch import InputBuffers
 from vllm.v1.worker.gpu.model_runner import GPUModelRunner
 
 from ..capture import Capture, capture_graph
-from ..counters import bump
+from ..counters import Count, bump
 from ..device import GraphDevice, get_device
 from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
 from ..verify import compare_outputs
@@ -122,12 +122,12 @@ class CaptureLoop(CudaGraphManager):
             capture = capture_graph(whole_step, (), desc.num_tokens, self.ag_device, self.pool, stream=stream)
         except Exception as error:  # noqa: BLE001 - this size is served by the next candidate, logged
             sizes = tuple(d.num_tokens for d in self._capture_descs.get(desc.cg_mode, []))
-            bump("capture_failures")
+            bump(Count.CAPTURE_FAILURES)
             self._leave_eager(desc, capture_failure(desc.num_tokens, sizes, error))
             return
         if self.ag_verify:
             checked = self._verify_full(desc, forward_fn, capture)
-            bump("verified_sizes" if checked.ok else "verify_mismatches")
+            bump(Count.VERIFIED_SIZES if checked.ok else "verify_mismatches")
             if not checked.ok:
                 self._leave_eager(desc, verify_mismatch(desc.num_tokens, checked.message()))
                 return
@@ -188,14 +188,14 @@ class StaticSetGraphs:
             desc = super().dispatch(num_reqs, num_tokens, None, *args, **kwargs)  # type: ignore[misc]
         if desc not in self.ag_eager:
             return desc
-        bump("eager_calls")
+        bump(Count.EAGER_CALLS)
         return dataclasses.replace(desc, cg_mode=CUDAGraphMode.NONE, num_tokens=num_tokens, num_reqs=num_reqs)
 
     def _replay(self, desc: BatchExecutionDescriptor) -> Any:
         """Replay the FULL graph of `desc` for the current static set; returns vLLM's hidden-state views."""
         get_offloader().sync_prev_onload()
         self.ag_graphs[(desc, self.ag_set)].graph.replay()
-        bump("replays")
+        bump(Count.REPLAYS)
         return self._outputs(desc)
 
     def _outputs(self, desc: BatchExecutionDescriptor) -> Any:

@@ -55,7 +55,7 @@ from vllm.v1.utils import CpuGpuBuffer
 from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
-from ..counters import bump, counters
+from ..counters import Count, bump, counters
 from ..device.cpu import CPU_DEVICE, CpuEvent
 from .static_graph import AscendGraphStaticWrapper
 
@@ -247,7 +247,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         except Exception as error:  # noqa: BLE001 - the sizes left are captured at their first step
             logger.warning("ascend_graph: start-up capture stopped (%r); the sizes left capture at first use", error)
         captured = counters()["captures"] - captured
-        bump("startup_captures", captured)
+        bump(Count.STARTUP_CAPTURES, captured)
         logger.info(
             "ascend_graph: captured %d graphs for sizes %s at start-up in %.2f s",
             captured,
@@ -362,7 +362,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             if reason not in self.ag_reasons_logged:
                 self.ag_reasons_logged.add(reason)
                 logger.warning("ascend_graph forward-async: a step runs sync because of %s", reason)
-            bump("vllm_sync_steps")
+            bump(Count.VLLM_SYNC_STEPS)
             self.drain()
             return super().execute_model(scheduler_output, intermediate_tensors)
         return self._launch(scheduler_output)
@@ -497,7 +497,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         slot.ready.record(self.ag_stream)
         self.ag_launched = _Launched(scheduler_output, sampled, holder, slot.ready)
         self.ag_step += 1
-        bump("vllm_async_steps")
+        bump(Count.VLLM_ASYNC_STEPS)
         if deferred_corrections:
             deferred_corrections()
         return None

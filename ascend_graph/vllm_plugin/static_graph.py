@@ -33,7 +33,7 @@ from vllm.forward_context import get_forward_context, is_forward_context_availab
 from vllm.logger import init_logger
 
 from ..capture import Capture, capture_graph
-from ..counters import bump
+from ..counters import Count, bump
 from ..device import get_device
 from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
 from ..verify import VerifyResult, compare_outputs
@@ -102,7 +102,7 @@ class AscendGraphStaticWrapper:
         from .options import parse_additional_config, verify_requested
 
         self.verify = verify_requested(parse_additional_config(getattr(vllm_config, "additional_config", None)))
-        bump("graph_wrappers")  # one per captured unit: 1 for whole-model graphs, one per piece otherwise
+        bump(Count.GRAPH_WRAPPERS)  # one per captured unit: 1 for whole-model graphs, one per piece otherwise
 
     def unwrap(self) -> Any:
         return self.runnable
@@ -121,14 +121,14 @@ class AscendGraphStaticWrapper:
         if mode == CUDAGraphMode.NONE or mode != self.runtime_mode or descriptor is None:
             return self.runnable(*args, **kwargs)
         if descriptor in self.eager_descriptors:
-            bump("eager_calls")
+            bump(Count.EAGER_CALLS)
             return self.runnable(*args, **kwargs)
         key = (descriptor, _addresses(args, kwargs))
         capture = self.captures.get(key)
         if capture is None:
             return self._capture(key, args, kwargs)
         capture.graph.replay()
-        bump("replays")
+        bump(Count.REPLAYS)
         if self.device.host_reads_outputs:
             self.device.current_stream().synchronize()
         outputs = capture.outputs
@@ -161,7 +161,7 @@ class AscendGraphStaticWrapper:
         capture.returns_tuple = isinstance(result, list | tuple)  # inductor-compiled pieces return lists
         if self.verify:
             checked = self._verify(capture, args, kwargs)
-            bump("verified_sizes" if checked.ok else "verify_mismatches")
+            bump(Count.VERIFIED_SIZES if checked.ok else "verify_mismatches")
             if not checked.ok:
                 fallback = verify_mismatch(getattr(descriptor, "num_tokens", None), checked.message())
                 return self._eager(descriptor, None, args, kwargs, result, fallback)
@@ -209,7 +209,7 @@ class AscendGraphStaticWrapper:
         if fallback is None:
             assert error is not None
             fallback = capture_failure(getattr(descriptor, "num_tokens", None), self.capture_sizes, error)
-            bump("capture_failures")
+            bump(Count.CAPTURE_FAILURES)
         self.eager_descriptors[descriptor] = fallback
         logger.warning("%s", fallback.message())
         return self.runnable(*args, **kwargs) if result is None else result
