@@ -1,10 +1,12 @@
 """The `ascend-graph` command.
 
-ascend-graph bench [--preset cpu|cuda] [...]   decode-step benchmark on the device at hand (JSON + PNG)
 ascend-graph doctor [--json]                   versions, devices, lane, whether the plugins activate
 ascend-graph inspect [--verify] [...]          captured sizes, graph memory, passes, fallbacks and why
 ascend-graph info                              versions, usable devices, which lane this machine is on
 ascend-graph serve MODEL [...]                 vLLM's OpenAI server (graph mode through the platform plugin)
+
+The benchmarks are not part of the installed package: `python -m bench.decode_step` (and the others of bench/)
+from the repository root.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def inspect_command(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="ascend-graph", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["bench", "doctor", "info", "inspect", "serve"])
+    parser.add_argument("command", choices=["doctor", "info", "inspect", "serve"])
     args, rest = parser.parse_known_args(argv)
     if args.command == "info":
         print(json.dumps(info(), indent=1))
@@ -101,12 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return doctor_command(rest)
     if args.command == "inspect":
         return inspect_command(rest)
-    if args.command == "serve":
-        return serve(rest)
-    from .benchmarks.decode_step import main as bench_main
-
-    bench_main(rest)
-    return 0
+    return serve(rest)
 
 
 def format_inspection(result: dict[str, Any]) -> str:

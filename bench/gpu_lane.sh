@@ -71,7 +71,8 @@ case "${1:-}" in
     PYTHONPATH=/tmp/site python3 bench/gpu_steps.py --configs "$2" --repeats "${3:-3}" --out "$OUT/steps_h200_tiny.json" ;;
   load)
     [ -d "$AG_SITE/ascend_graph" ] || install
-    (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site" python3 -m ascend_graph.benchmarks.load_test --mode "${2:-forward-async}" \
+    # bench/ from the checkout, ascend_graph from its installed copy (first on the path)
+    repo=$PWD; (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site:$repo" python3 -m bench.serve_load --mode "${2:-forward-async}" \
       --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1" --work-dir /tmp/ag-load \
       --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25
     cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true ;;

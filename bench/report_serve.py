@@ -1,9 +1,9 @@
 """Table and plot of the serving benchmark, from its JSON only. Results with interleaved rounds (a "summary")
 are drawn as the median of the rounds with min–max bars; older single-run results point by point.
 
-python bench/report_serve.py bench/results/serve_main_<commit>.json --png bench/results/serve_main.png
-python bench/report_serve.py bench/results/serve_cpu.json --png bench/results/serve_cpu.png
-python bench/report_serve.py bench/results/serve_cpu_run{5,6,7,8}.json --first-run 5 \
+python -m bench.report_serve bench/results/serve_main_<commit>.json --png bench/results/serve_main.png
+python -m bench.report_serve bench/results/serve_cpu.json --png bench/results/serve_cpu.png
+python -m bench.report_serve bench/results/serve_cpu_run{5,6,7,8}.json --first-run 5 \
     --png bench/results/serve_cpu_run5678.png
 """
 
@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ascend_graph.benchmarks.serve_bench import summary_table, table
+from bench.serve_bench import summary_table, table
 
 
 def plot(results: list[dict[str, Any]], png: str, first: int = 1) -> None:

@@ -12,6 +12,6 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   python3 -m pytest -q tests -m gpu -p no:cacheprovider 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
 fi
 for shape in "$@"; do
-  python3 bench/bench_backend.py --preset cuda --shapes "$shape" --out "$OUT/backend_h100_$shape.json" 2>&1 \
+  python3 -m bench.decode_step --preset cuda --shapes "$shape" --out "$OUT/backend_h100_$shape.json" 2>&1 \
     | tee "$OUT/bench_$shape.log" | grep -v -i "warn" | tail -40
 done

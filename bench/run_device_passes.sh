@@ -9,7 +9,7 @@
 # Known problem (2026-11-26, H100 80 GB): both shapes at once ran out of GPU memory in the 8B processes, and the
 # rendezvous then waited for the dead ranks until the call's limit. The published figures come from plain
 # sequential runs instead, one shape per call:
-#   python3 bench/bench_backend.py --preset cuda-passes --shapes qwen3-8b --iters 20 --no-plot \
+#   python3 -m bench.decode_step --preset cuda-passes --shapes qwen3-8b --iters 20 --no-plot \
 #     --variants reduce_overhead,ascend_graph_inductor,ascend_graph_inductor+passes --out $OUT/passes_h100_qwen3-8b.json
 set -uo pipefail
 SHAPES=${SHAPES:-qwen3-0.6b qwen3-8b}
@@ -27,7 +27,7 @@ for shape in $SHAPES; do
   for variants in "${GROUPS_[@]}"; do
     tag="${shape}_${variants%%,*}"
     tag="${tag/+/_}"
-    python3 bench/bench_backend.py --preset cuda-passes --shapes "$shape" --variants "$variants" \
+    python3 -m bench.decode_step --preset cuda-passes --shapes "$shape" --variants "$variants" \
       --rendezvous "$RDV" --rank $rank --world $WORLD \
       --out "$OUT/passes_h100_$tag.json" > "$OUT/bench_$tag.log" 2>&1 &
     pids+=($!)

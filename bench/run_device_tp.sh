@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The tensor-parallel issue's device run, one call of the device tool on nvidia-h200-x2 (2 GPUs, torch 2.11, no
-# vLLM, no network): the 2-GPU pytest (tiny shape, NCCL), then bench/bench_tp.py under torchrun (Qwen3-8B shape: float32 token
+# vLLM, no network): the 2-GPU pytest (tiny shape, NCCL), then bench/tp_decode.py under torchrun (Qwen3-8B shape: float32 token
 # identity TP=2 vs TP=1 for batch 1, 8, 32; bf16 step time). Everything lands in $OUT.
 #   bash bench/run_device_tp.sh
 set -uo pipefail
@@ -17,7 +17,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   timeout 120 python3 -m pytest -q tests/runner/test_tp_decode.py -m gpu -p no:cacheprovider 2>&1 \
     | tee "$OUT/tp_tests.log" | tail -15
 fi
-timeout 360 torchrun --nproc-per-node 2 bench/bench_tp.py --preset gpu --out "$OUT/tp_h200_qwen3-8b.json" "$@" 2>&1 \
+timeout 360 torchrun --nproc-per-node 2 -m bench.tp_decode --preset gpu --out "$OUT/tp_h200_qwen3-8b.json" "$@" 2>&1 \
   | tee "$OUT/tp_decode.log" | grep -v -i "warn" | tail -60
 status=${PIPESTATUS[0]}
 echo "torchrun exit status: $status" | tee -a "$OUT/tp_decode.log"

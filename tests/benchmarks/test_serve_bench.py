@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ascend_graph.benchmarks.serve_bench import (
+from bench.serve_bench import (
     MAIN_CONFIGS,
     rotated,
     summarize,
@@ -69,9 +69,9 @@ def test_main_job_end_to_end_writes_its_json_and_exits_cleanly(tmp_path: Path) -
     """One short round of one server, in a fresh interpreter as `./dev main` runs it."""
     pytest.importorskip("vllm")
     out = tmp_path / "serve.json"
-    command = [sys.executable, "-m", "ascend_graph.benchmarks.serve_bench", "--configs", "eager"]
+    command = [sys.executable, "-m", "bench.serve_bench", "--configs", "eager"]
     command += ["--rounds", "1", "--prompts", "2", "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "nanobind" not in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]
     assert "| eager | 1 | 1 |" in done.stdout, done.stdout

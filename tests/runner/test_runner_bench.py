@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from ascend_graph.benchmarks.runner_tpot import main
+from bench.runner_tpot import main
 
 
 def test_runner_benchmark_on_cpu_records_figures_and_equal_tokens(tmp_path: Path) -> None:

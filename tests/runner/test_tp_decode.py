@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from ascend_graph.benchmarks.tp_decode import PRESETS, worker
-from ascend_graph.benchmarks.tp_session import WorkloadSpec
 from ascend_graph.device import get_device
 from ascend_graph.models.qwen3 import SHAPES, PagedQwen3Decoder
 from ascend_graph.models.qwen3_tp import TensorParallel, build_tp_paged_decoder, local_shape, shard
 from ascend_graph.runner import GraphRunner, RunnerConfig
 from ascend_graph.runner.distributed import Watchdog, init_tensor_parallel, spawn
 from ascend_graph.runner.harness import DecodeHarness, Workload, paged_step
+from bench.tp_decode import PRESETS, worker
+from bench.tp_session import WorkloadSpec
 
 # The CPU preset's traffic: 8 requests arriving over the steps at up to 4 rows, 2-14 new tokens each.
 OPTIONS = dataclasses.replace(

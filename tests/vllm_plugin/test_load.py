@@ -1,4 +1,4 @@
-"""A smaller run of the bounded load test (ascend_graph.benchmarks.load_test): `ascend-graph serve` in graph mode
+"""A smaller run of the bounded load test (bench.serve_load): `ascend-graph serve` in graph mode
 "forward-async" under 60 requests at concurrency 16 with ~10 % clients that disconnect mid-stream."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ pytest.importorskip("openai")
 
 @pytest.mark.slow
 def test_load_with_disconnects_loses_nothing_and_server_stays_up(tmp_path: Path) -> None:
-    from ascend_graph.benchmarks.load_test import main
+    from bench.serve_load import main
 
     out = tmp_path / "load.json"
     argv = ["--requests", "60", "--concurrency", "16", "--disconnect-fraction", "0.1", "--out", str(out)]

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -30,10 +27,11 @@ from typing import Any
 
 import torch
 
-from ..backend import GraphCompiled, ascend_graph_backend
-from ..counters import counters
-from ..models.qwen3 import SHAPES, Qwen3Decoder, build_decoder
-from .progress import Progress, plot_decode_step
+from ascend_graph.backend import GraphCompiled, ascend_graph_backend
+from ascend_graph.counters import counters
+from ascend_graph.models.qwen3 import SHAPES, Qwen3Decoder, build_decoder
+from bench.common import environment
+from bench.progress import Progress, plot_decode_step
 
 PRESETS: dict[str, dict[str, Any]] = {
     "cuda": {
@@ -191,7 +189,7 @@ def build_variant(name: str, model: Qwen3Decoder, batches: list[int], reset: boo
             "pad_values": model.pad_values,
             "passes": "all" if extra else (),
         }
-        return torch.compile(model, backend=ascend_graph_backend, dynamic=True, options=options)
+        return torch.compile(model, backend=tracked_backend, dynamic=True, options=options)
     known = sorted({v for preset in PRESETS.values() for v in preset["variants"]})
     raise ValueError(f"unknown variant {name!r}; known: {known}")
 
@@ -303,48 +301,11 @@ def measure(
 LIVE_PIECES: list[GraphCompiled] = []
 
 
-def track_pieces() -> None:
-    """Append every GraphCompiled the backend builds to LIVE_PIECES."""
-    original_init = GraphCompiled.__init__
-
-    def init(self: GraphCompiled, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        LIVE_PIECES.append(self)
-
-    GraphCompiled.__init__ = init  # type: ignore[method-assign]
-
-
-def git_commit() -> str | None:
-    """HEAD of the checkout this package runs from; outside git (the device machine) AG_COMMIT, else None."""
-    import subprocess
-
-    if os.environ.get("AG_COMMIT"):
-        return os.environ["AG_COMMIT"]
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "git_commit": git_commit(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "cuda": torch.version.cuda,
-        "cpu_threads": torch.get_num_threads(),
-    }
-    try:
-        import triton
-
-        info["triton"] = triton.__version__
-    except ImportError:
-        info["triton"] = None
-    return info
+def tracked_backend(gm: torch.fx.GraphModule, example_inputs: list[Any], **kwargs: Any) -> GraphCompiled:
+    """ascend_graph's dynamo backend, keeping every GraphCompiled it builds in LIVE_PIECES."""
+    piece = ascend_graph_backend(gm, example_inputs, **kwargs)
+    LIVE_PIECES.append(piece)
+    return piece
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -505,7 +466,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     dtype = getattr(torch, preset["dtype"])
     max_seq = preset["max_seq"]
     torch._dynamo.config.cache_size_limit = 64
-    track_pieces()
     result: dict[str, Any] = {
         "benchmark": "decode step, static KV cache, random weights",
         "environment": environment(device),

@@ -9,7 +9,7 @@ server must still answer, its /metrics must show nothing left running or waiting
 aborts, and its log must hold no traceback or ERROR line. One JSON with environment, settings, counts, latency
 percentiles and the verdict.
 
-    python -m ascend_graph.benchmarks.load_test --out bench/results/load_cpu.json
+    python -m bench.serve_load --out bench/results/load_cpu.json
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ..vllm_plugin.server import served
-from .decode_step import git_commit
+from ascend_graph.vllm_plugin.server import served
+from bench.common import git_commit
 
 GRAPH_CC = '{"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
 # max-num-seqs 8 = the largest capture size: every decode batch replays a captured graph (none falls back to eager),
@@ -371,7 +371,7 @@ async def _exercise(port: int, plan: list[Request], args: argparse.Namespace) ->
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from ..models.tiny_hf import build_tiny_model_dir
+    from ascend_graph.models.tiny_hf import build_tiny_model_dir
 
     model_dir = build_tiny_model_dir(work / "tiny-qwen3")
     plan = make_plan(args.requests, args.disconnect_fraction, args.seed)

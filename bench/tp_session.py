@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..device import get_device
-from ..models.qwen3 import SHAPES, Qwen3Shape
-from ..models.qwen3_tp import TensorParallel, TPPagedQwen3Decoder, build_tp_paged_decoder
-from ..runner import GraphRunner, RunnerConfig
-from ..runner.distributed import TensorParallelContext, Watchdog
-from ..runner.harness import DecodeHarness, HarnessResult, Workload, device_delays, paged_step
+from ascend_graph.device import get_device
+from ascend_graph.models.qwen3 import SHAPES, Qwen3Shape
+from ascend_graph.models.qwen3_tp import TensorParallel, TPPagedQwen3Decoder, build_tp_paged_decoder
+from ascend_graph.runner import GraphRunner, RunnerConfig
+from ascend_graph.runner.distributed import TensorParallelContext, Watchdog
+from ascend_graph.runner.harness import DecodeHarness, HarnessResult, Workload, device_delays, paged_step
 
 BLOCK_SIZE = 16
 

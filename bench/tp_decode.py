@@ -1,8 +1,8 @@
 """Tensor-parallel decode on the graph-replay runner: tokens across ranks, and step time TP=W vs TP=1.
 
     NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \\
-        torchrun --nproc-per-node 2 bench/bench_tp.py --preset gpu --out $OUT/tp_decode.json
-    python -m ascend_graph.benchmarks.tp_decode --preset cpu --spawn 2     # the CPU lane, gloo
+        torchrun --nproc-per-node 2 -m bench.tp_decode --preset gpu --out $OUT/tp_decode.json
+    python -m bench.tp_decode --preset cpu --spawn 2     # the CPU lane, gloo
 
 Every rank builds its shards of the paged Qwen3 decoder (models/qwen3_tp.py: column/row-parallel linears, NCCL or
 gloo all-reduce through torch.distributed, embeddings and lm_head replicated) from one seed, and serves the same
@@ -35,12 +35,12 @@ from typing import Any
 
 import torch
 
-from ..backend import ascend_graph_backend
-from ..counters import counters, reset_counters
-from ..runner.distributed import Watchdog, init_tensor_parallel, multicast_off, spawn
-from ..runner.harness import paged_step
-from .decode_step import environment
-from .tp_session import Run, Session, SessionOptions, WorkloadSpec
+from ascend_graph.backend import ascend_graph_backend
+from ascend_graph.counters import counters, reset_counters
+from ascend_graph.runner.distributed import Watchdog, init_tensor_parallel, multicast_off, spawn
+from ascend_graph.runner.harness import paged_step
+from bench.common import environment
+from bench.tp_session import Run, Session, SessionOptions, WorkloadSpec
 
 # float32 logits TP=W vs TP=1: the summation order differs (partial sums, then all-reduce), so errors of ~1e-6
 # relative are expected (tiny shape on the CPU: 2.5e-7 of max 0.53). A missing or wrong shard gives O(1).

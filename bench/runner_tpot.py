@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from ..device import get_device
-from ..models.qwen3 import SHAPES, build_paged_decoder
-from ..runner import MODES, GraphRunner, RunnerConfig
-from ..runner.harness import DecodeHarness, Workload, device_delays, paged_runner, paged_step
-from .decode_step import environment
+from ascend_graph.device import get_device
+from ascend_graph.models.qwen3 import SHAPES, build_paged_decoder
+from ascend_graph.runner import MODES, GraphRunner, RunnerConfig
+from ascend_graph.runner.harness import DecodeHarness, Workload, device_delays, paged_runner, paged_step
+from bench.common import environment
 
 
 def _median(values: list[float]) -> float | None:

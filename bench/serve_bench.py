@@ -6,10 +6,10 @@ This 2-core lane is noisy: one run per configuration cannot rank them. So the co
 rounds (`--rounds`, each round starting every server afresh, the order rotated by one each round, so that no
 configuration always runs first or last), and the summary gives, per configuration and concurrency, the median of
 the rounds with its min–max spread; a ranking is stated only where the spreads do not overlap. Every raw figure
-goes to one JSON with the environment (device, versions, date, commit); bench/report_serve.py draws the plot.
+goes to one JSON with the environment (device, versions, date, commit); `python -m bench.report_serve` draws the plot.
 `./dev main` runs it: the four configurations of MAIN_CONFIGS, three rounds.
 
-    python -m ascend_graph.benchmarks.serve_bench --rounds 3 --out bench/results/serve_cpu.json
+    python -m bench.serve_bench --rounds 3 --out bench/results/serve_cpu.json
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..vllm_plugin.server import served
-from .decode_step import git_commit
+from ascend_graph.vllm_plugin.server import served
+from bench.common import git_commit
 
 GRAPH_CC = '{"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
 PIECES_CC = '{"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}'
@@ -254,7 +254,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
-    from ..models.tiny_hf import build_tiny_model_dir
+    from ascend_graph.models.tiny_hf import build_tiny_model_dir
 
     configs = args.configs.split(",")
     work = Path(tempfile.mkdtemp(prefix="ascend-graph-serve-"))
