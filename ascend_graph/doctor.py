@@ -15,6 +15,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,36 +43,44 @@ def _entry_point(group: str) -> importlib.metadata.EntryPoint | None:
     return next((ep for ep in importlib.metadata.entry_points(group=group) if ep.name == "ascend_graph"), None)
 
 
-def check_dynamo_backend() -> Check:
-    name = "dynamo backend"
-    entry = _entry_point("torch_dynamo_backends")
+def _with_entry_point(name: str, group: str, judge: Callable[[importlib.metadata.EntryPoint, Any], Check]) -> Check:
+    """The Check `name` of ascend_graph's entry point in `group`: missing or failing to load is a failure, else
+    `judge(entry, loaded)` says."""
+    entry = _entry_point(group)
     if entry is None:
-        return Check(name, False, "no torch_dynamo_backends entry point 'ascend_graph': reinstall ascend-graph")
+        return Check(name, False, f"no {group} entry point 'ascend_graph': reinstall ascend-graph")
     try:
         loaded = entry.load()
     except Exception as error:  # noqa: BLE001 - reported, not raised
         return Check(name, False, f"entry point {entry.value} does not load: {error!r}")
-    from .backend import ascend_graph_backend
+    return judge(entry, loaded)
 
-    listed = "ascend_graph" in torch._dynamo.list_backends()
-    ok = loaded is ascend_graph_backend and listed
-    return Check(
-        name, ok, f"{entry.value} loads; torch.compile(backend='ascend_graph') {'works' if listed else 'FAILS'}"
-    )
+
+def check_dynamo_backend() -> Check:
+    def judge(entry: importlib.metadata.EntryPoint, loaded: Any) -> Check:
+        from .backend import ascend_graph_backend
+
+        listed = "ascend_graph" in torch._dynamo.list_backends()
+        works = "works" if listed else "FAILS"
+        ok = loaded is ascend_graph_backend and listed
+        return Check("dynamo backend", ok, f"{entry.value} loads; torch.compile(backend='ascend_graph') {works}")
+
+    return _with_entry_point("dynamo backend", "torch_dynamo_backends", judge)
 
 
 def check_platform_plugin() -> Check:
     name = "vLLM platform plugin"
-    entry = _entry_point("vllm.platform_plugins")
-    if entry is None:
-        return Check(name, False, "no vllm.platform_plugins entry point 'ascend_graph': reinstall ascend-graph")
-    try:
-        qualname = entry.load()()
-    except Exception as error:  # noqa: BLE001
-        return Check(name, False, f"entry point {entry.value} fails: {error!r}")
-    if qualname is None:
-        return Check(name, None, f"{entry.value} loads and names no platform on this host")
-    return Check(name, True, f"{entry.value} names {qualname}")
+
+    def judge(entry: importlib.metadata.EntryPoint, plugin: Any) -> Check:
+        try:
+            qualname = plugin()
+        except Exception as error:  # noqa: BLE001 - reported, not raised
+            return Check(name, False, f"entry point {entry.value} fails: {error!r}")
+        if qualname is None:
+            return Check(name, None, f"{entry.value} loads and names no platform on this host")
+        return Check(name, True, f"{entry.value} names {qualname}")
+
+    return _with_entry_point(name, "vllm.platform_plugins", judge)
 
 
 def check_vllm_platform() -> Check:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -41,3 +42,31 @@ def environment(device: torch.device) -> dict[str, Any]:
     except ImportError:
         info["triton"] = None
     return info
+
+
+def plot_log_log(png: Any, title: str, ylabel: str, panels: dict[str, list[tuple[str, str, list[Any]]]]) -> None:
+    """One log-log panel per name (x: batch); each (label, matplotlib style, [(x, y), ...]) one line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for axis, (name, lines) in zip(axes[0], panels.items(), strict=True):
+        for label, style, points in lines:
+            ordered = sorted(points)
+            axis.plot([x for x, _ in ordered], [y for _, y in ordered], style, label=label)
+        axis.set(xscale="log", yscale="log", xlabel="batch", ylabel=ylabel, title=name)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(png, dpi=110)
+
+
+def report_parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments every report of bench/ takes: the result JSONs, and where to draw the PNG."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--png")
+    return parser

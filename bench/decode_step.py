@@ -441,7 +441,31 @@ def run_rendezvous(
             run_sequential(entry, model, late, batches, settings)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def run_shape(
+    result: dict[str, Any],
+    shape_name: str,
+    variants: list[str],
+    batches: list[int],
+    settings: dict[str, Any],
+    dtype: torch.dtype,
+) -> None:
+    """Every variant at every batch size for one model shape, appended to `result["shapes"]`."""
+    device = settings["device"]
+    model = build_decoder(shape_name, max_batch=max(batches), max_seq=result["max_seq"], dtype=dtype, device=device)
+    with torch.no_grad():
+        model.kv_cache.normal_()  # never time on zeros
+    entry: dict[str, Any] = {"name": shape_name, "parameters": sum(p.numel() for p in model.parameters()), "rows": []}
+    result["shapes"].append(entry)
+    if settings["rendezvous"] is not None:
+        run_rendezvous(entry, model, variants, batches, settings)
+    else:
+        settings["measure_floor"](entry, model)
+        run_sequential(entry, model, variants, batches, settings)
+    del model
+    _release(device)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shapes", help=f"comma-separated, from {sorted(SHAPES)}")
@@ -457,7 +481,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--world", type=int, default=1)
     parser.add_argument("--late-variants", default="", help="with --rendezvous: compiled and timed in the turn")
     parser.add_argument("--deadline-s", type=float, default=1e9, help="skip late variants after this many seconds")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     preset = dict(PRESETS[args.preset])
     shapes = args.shapes.split(",") if args.shapes else preset["shapes"]
     batches = [int(b) for b in args.batches.split(",")] if args.batches else preset["batches"]
@@ -501,22 +529,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "progress": progress,
     }
     for shape_name in shapes:
-        model = build_decoder(shape_name, max_batch=max(batches), max_seq=max_seq, dtype=dtype, device=device)
-        with torch.no_grad():
-            model.kv_cache.normal_()  # never time on zeros
-        entry: dict[str, Any] = {
-            "name": shape_name,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "rows": [],
-        }
-        result["shapes"].append(entry)
-        if settings["rendezvous"] is not None:
-            run_rendezvous(entry, model, variants, batches, settings)
-        else:
-            measure_floor(entry, model)
-            run_sequential(entry, model, variants, batches, settings)
-        del model
-        _release(device)
+        run_shape(result, shape_name, variants, batches, settings, dtype)
     settings["save"]()
     progress.close()
     if not args.no_plot:

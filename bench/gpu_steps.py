@@ -80,6 +80,29 @@ def measure(model_dir: str, config: str, tokens: int, repeats: int, attention: s
     return {"config": config, "platform": type(current_platform).__name__, "decode_step_ms": steps}
 
 
+def run_config(config: str, model_dir: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One configuration in its own process (ascend_graph on the path or not); its figures, or why none."""
+    with_ag = CONFIGS[config][0]
+    env = dict(os.environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(":") if p and p != env.get("AG_SITE")]
+    env["PYTHONPATH"] = ":".join(([env["AG_SITE"]] if with_ag else []) + paths)
+    command = [sys.executable, __file__, "--child", config, "--model-dir", str(model_dir)]
+    command += ["--tokens", str(args.tokens), "--repeats", str(args.repeats), "--attention", args.attention]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=work)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        print(f"FAILED {config}:\n{done.stderr[-3000:]}", flush=True)
+        return {"config": config, "error": done.stderr[-3000:]}
+    entry = json.loads(lines[-1][len("RESULT ") :])
+    entry["plugin_active"] = entry["platform"].startswith("AscendGraph")
+    if entry["plugin_active"] != with_ag:  # a stock figure with the plugin on (or the reverse) is no comparison
+        print(f"FAILED {config}: ascend_graph plugin active: {entry['plugin_active']}", flush=True)
+        return {"config": config, "error": f"ascend_graph plugin active: {entry['plugin_active']}"}
+    medians = {b: round(statistics.median(v), 3) for b, v in entry["decode_step_ms"].items()}
+    print(f"{config}: decode step ms (median of {args.repeats}) {medians}", flush=True)
+    return entry
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
@@ -109,28 +132,8 @@ def main() -> None:
     model_dir = build_tiny_model_dir(work / "tiny")
     results = []
     for config in args.configs.split(","):
-        with_ag = CONFIGS[config][0]
-        env = dict(os.environ)
-        paths = [p for p in env.get("PYTHONPATH", "").split(":") if p and p != env.get("AG_SITE")]
-        env["PYTHONPATH"] = ":".join(([env["AG_SITE"]] if with_ag else []) + paths)
-        command = [sys.executable, __file__, "--child", config, "--model-dir", str(model_dir)]
-        command += ["--tokens", str(args.tokens), "--repeats", str(args.repeats), "--attention", args.attention]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=work)
-        lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode or not lines:
-            results.append({"config": config, "error": done.stderr[-3000:]})
-            print(f"FAILED {config}:\n{done.stderr[-3000:]}", flush=True)
-            continue
-        entry = json.loads(lines[-1][len("RESULT ") :])
-        entry["plugin_active"] = entry["platform"].startswith("AscendGraph")
-        if entry["plugin_active"] != with_ag:  # a stock figure with the plugin on (or the reverse) is no comparison
-            entry = {"config": config, "error": f"ascend_graph plugin active: {entry['plugin_active']}"}
-            print(f"FAILED {config}: {entry['error']}", flush=True)
+        entry = run_config(config, model_dir, work, args)
         results.append(entry)
-        if "error" in entry:
-            continue
-        medians = {b: round(statistics.median(v), 3) for b, v in entry["decode_step_ms"].items()}
-        print(f"{config}: decode step ms (median of {args.repeats}) {medians}", flush=True)
     record = {
         "benchmark": f"offline LLM(), tiny Qwen3 float32, B prompts of 128 random tokens, {args.tokens} output "
         "tokens minus 1, per decode step; one process per configuration, one after another",

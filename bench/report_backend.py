@@ -1,15 +1,16 @@
 """Plot and tabulate the backend benchmark from its JSON results (never from anything else).
 
-python bench/report_backend.py bench/results/backend_h100_*.json --png bench/results/backend_h100.png
+python -m bench.report_backend bench/results/backend_h100_*.json --png bench/results/backend_h100.png
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from bench.common import plot_log_log, report_parser
 
 PEERS = ("manual_graph", "cudagraphs", "reduce_overhead")
 OURS = ("ascend_graph_aten", "ascend_graph_inductor", "ascend_graph_aten+passes", "ascend_graph_inductor+passes")
@@ -94,32 +95,24 @@ def table(shapes: dict[str, dict[str, Any]]) -> str:
 
 
 def plot(shapes: dict[str, dict[str, Any]], environment: dict[str, Any], png: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(shapes), figsize=(6 * len(shapes), 4.5), squeeze=False)
-    for axis, (name, entry) in zip(axes[0], shapes.items(), strict=True):
+    panels = {}
+    for name, entry in shapes.items():
         variants = sorted({v for v, _ in entry["rows"]}, key=("eager", *PEERS, *OURS).index)
-        for variant in variants:
-            points = sorted((b, r["median_ms"]) for (v, b), r in entry["rows"].items() if v == variant)
-            style = "-o" if variant in OURS else "--."
-            axis.plot([p[0] for p in points], [p[1] for p in points], style, label=variant)
-        floor = sorted(entry["floor_ms"].items())
-        axis.plot([b for b, _ in floor], [ms for _, ms in floor], "k:", label="HBM floor")
-        axis.set(xscale="log", yscale="log", xlabel="batch", ylabel="median step (ms)", title=name)
-        axis.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    figure.suptitle(f"decode step, {environment.get('device')}, torch {environment.get('torch')}")
-    figure.tight_layout()
-    figure.savefig(png, dpi=110)
+        lines = [
+            (
+                variant,
+                "-o" if variant in OURS else "--.",
+                [(b, r["median_ms"]) for (v, b), r in entry["rows"].items() if v == variant],
+            )
+            for variant in variants
+        ]
+        panels[name] = [*lines, ("HBM floor", "k:", list(entry["floor_ms"].items()))]
+    title = f"decode step, {environment.get('device')}, torch {environment.get('torch')}"
+    plot_log_log(png, title, "median step (ms)", panels)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+")
-    parser.add_argument("--png")
+    parser = report_parser(__doc__)
     parser.add_argument("--passes", action="store_true", help="the fusion-passes table (with/without, ratios)")
     args = parser.parse_args()
     shapes, environment = load(args.paths)

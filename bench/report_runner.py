@@ -1,14 +1,15 @@
 """Seed-style table and plot of the runner benchmark, from its JSON results only.
 
-python bench/report_runner.py bench/results/runner_h100_*.json --png bench/results/runner_h100.png
+python -m bench.report_runner bench/results/runner_h100_*.json --png bench/results/runner_h100.png
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
+
+from bench.common import plot_log_log, report_parser
 
 MODES = ("forward-async", "scheduler-async", "sync")
 
@@ -50,30 +51,17 @@ def table(shapes: dict[str, dict[tuple[str, int], dict[str, Any]]]) -> str:
 
 
 def plot(shapes: dict[str, dict[tuple[str, int], dict[str, Any]]], environment: dict[str, Any], png: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, len(shapes), figsize=(6 * len(shapes), 4.5), squeeze=False)
-    for axis, (name, rows) in zip(axes[0], shapes.items(), strict=True):
-        for mode in MODES:
-            points = sorted((b, r["tpot_ms"]) for (m, b), r in rows.items() if m == mode)
-            axis.plot([p[0] for p in points], [p[1] for p in points], "-o", label=mode)
-        device = sorted((b, r["device_ms"]) for (m, b), r in rows.items() if m == "sync")
-        axis.plot([p[0] for p in device], [p[1] for p in device], "k:", label="device time per step")
-        axis.set(xscale="log", yscale="log", xlabel="batch", ylabel="TPOT (ms)", title=name)
-        axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=8)
-    figure.suptitle(f"graph-replay runner, {environment.get('device')}, torch {environment.get('torch')}")
-    figure.tight_layout()
-    figure.savefig(png, dpi=110)
+    panels = {}
+    for name, rows in shapes.items():
+        lines = [(mode, "-o", [(b, r["tpot_ms"]) for (m, b), r in rows.items() if m == mode]) for mode in MODES]
+        device = [(b, r["device_ms"]) for (m, b), r in rows.items() if m == "sync"]
+        panels[name] = [*lines, ("device time per step", "k:", device)]
+    title = f"graph-replay runner, {environment.get('device')}, torch {environment.get('torch')}"
+    plot_log_log(png, title, "TPOT (ms)", panels)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="+")
-    parser.add_argument("--png")
+    parser = report_parser(__doc__)
     args = parser.parse_args()
     shapes, environment = rows_by_shape(args.paths)
     print(table(shapes))

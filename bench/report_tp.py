@@ -1,6 +1,6 @@
 """Tables and plot of the tensor-parallel decode benchmark, from its JSON only.
 
-python bench/report_tp.py bench/results/tp_h200_qwen3-8b.json --png bench/results/tp_h200.png
+python -m bench.report_tp bench/results/tp_h200_qwen3-8b.json --png bench/results/tp_h200.png
 """
 
 from __future__ import annotations

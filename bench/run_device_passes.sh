@@ -40,6 +40,6 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 for pid in "${pids[@]}"; do wait "$pid"; done
 grep -h -E "^qwen3|FAILED|skipped" "$OUT"/bench_*.log
-python3 bench/report_backend.py "$OUT"/passes_h100_*.json --passes --png "$OUT/passes_h100.png" 2>&1 | tail -20
+python3 -m bench.report_backend "$OUT"/passes_h100_*.json --passes --png "$OUT/passes_h100.png" 2>&1 | tail -20
 # At most 8 files come back from the device tool: the logs travel as one archive.
 tar czf "$OUT/passes_h100_logs.tgz" -C "$OUT" env.txt gpu_tests.log $(cd "$OUT" && ls bench_*.log) && rm -f "$OUT"/bench_*.log

@@ -22,6 +22,6 @@ timeout 360 torchrun --nproc-per-node 2 -m bench.tp_decode --preset gpu --out "$
 status=${PIPESTATUS[0]}
 echo "torchrun exit status: $status" | tee -a "$OUT/tp_decode.log"
 if [ -f "$OUT/tp_h200_qwen3-8b.json" ]; then
-  python3 bench/report_tp.py "$OUT/tp_h200_qwen3-8b.json" --png "$OUT/tp_h200.png" 2>&1 | tee "$OUT/tp_report.md"
+  python3 -m bench.report_tp "$OUT/tp_h200_qwen3-8b.json" --png "$OUT/tp_h200.png" 2>&1 | tee "$OUT/tp_report.md"
 fi
 exit "$status"

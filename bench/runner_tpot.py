@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,16 +74,7 @@ def run_mode(model_step: Any, workload: Workload, mode: str, sizes: tuple[int, .
 def stress(device: str, steps_target: int) -> dict[str, Any]:
     """forward-async under random host and device delays against sync: identical tokens or a failure."""
     shape = SHAPES["tiny"]
-    workload = Workload(
-        requests=max(8, steps_target // 6),
-        max_batch=8,
-        num_blocks=160,
-        new_tokens=(2, 60),
-        prompt_len=(0, 40),
-        arrivals_per_step=0.4,
-        vocab=shape.vocab,
-        seed=13,
-    )
+    workload = Workload.race_stress(max(8, steps_target // 6), shape.vocab, seed=13)
     tokens = {}
     steps = {}
     for mode in ("sync", "forward-async"):
@@ -96,6 +88,51 @@ def stress(device: str, steps_target: int) -> dict[str, Any]:
         "requests": workload.requests,
         "tokens_equal_to_sync": tokens["sync"] == tokens["forward-async"],
     }
+
+
+def run_shape(
+    entry: dict[str, Any],
+    batches: list[int],
+    sizes: tuple[int, ...],
+    dtype: torch.dtype,
+    args: argparse.Namespace,
+    save_partial: Callable[[], None],
+) -> None:
+    """Every mode at every batch row for the model shape `entry` names, its rows appended there (the result saved
+    after each row)."""
+    shape_name = entry["name"]
+    block_size, max_blocks = 16, 32  # 512 positions per sequence
+    model = build_paged_decoder(
+        shape_name, max(batches) * max_blocks + 1, block_size, max_blocks, dtype=dtype, device=args.device
+    )
+    runnable = torch.compile(model, dynamic=True) if args.lowering == "inductor" else model
+    with torch.inference_mode():
+        for batch in batches:
+            workload = Workload(
+                requests=batch * args.rounds,
+                max_batch=batch,
+                block_size=block_size,
+                num_blocks=max(batches) * max_blocks + 1,
+                max_blocks_per_seq=max_blocks,
+                prompt_len=(192, 320),
+                new_tokens=(48, 96),
+                arrivals_per_step=0,
+                vocab=model.shape.vocab,
+                seed=batch,
+            )
+            for mode in args.modes.split(","):
+                torch.manual_seed(0)
+                model.kv_cache.normal_()  # the prompts' KV: random (never zeros), the same for every mode
+                try:
+                    fitting = tuple(size for size in sizes if size <= batch)
+                    row = run_mode(paged_step(runnable), workload, mode, fitting, args.device)
+                except Exception as error:  # recorded, not hidden
+                    row = {"mode": mode, "batch": batch, "error": repr(error)[:2000]}
+                entry["rows"].append(row)
+                print(shape_name, {k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
+                save_partial()
+    del model, runnable
+    torch._dynamo.reset()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -122,46 +159,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch._dynamo.config.cache_size_limit = 64
     for shape_name in args.shapes.split(","):
-        block_size, max_blocks = 16, 32  # 512 positions per sequence
-        model = build_paged_decoder(
-            shape_name, max(batches) * max_blocks + 1, block_size, max_blocks, dtype=dtype, device=args.device
-        )
-        runnable = torch.compile(model, dynamic=True) if args.lowering == "inductor" else model
         entry: dict[str, Any] = {"name": shape_name, "rows": []}
         result["shapes"].append(entry)
-        with torch.inference_mode():
-            for batch in batches:
-                workload = Workload(
-                    requests=batch * args.rounds,
-                    max_batch=batch,
-                    block_size=block_size,
-                    num_blocks=max(batches) * max_blocks + 1,
-                    max_blocks_per_seq=max_blocks,
-                    prompt_len=(192, 320),
-                    new_tokens=(48, 96),
-                    arrivals_per_step=0,
-                    vocab=model.shape.vocab,
-                    seed=batch,
-                )
-                for mode in args.modes.split(","):
-                    torch.manual_seed(0)
-                    model.kv_cache.normal_()  # the prompts' KV: random (never zeros), the same for every mode
-                    try:
-                        fitting = tuple(size for size in sizes if size <= batch)
-                        row = run_mode(paged_step(runnable), workload, mode, fitting, args.device)
-                    except Exception as error:  # recorded, not hidden
-                        row = {"mode": mode, "batch": batch, "error": repr(error)[:2000]}
-                    entry["rows"].append(row)
-                    print(shape_name, {k: v for k, v in row.items() if not isinstance(v, list)}, flush=True)
-                    out.write_text(json.dumps(result, indent=1))
-        del model, runnable
-        torch._dynamo.reset()
+        run_shape(entry, batches, sizes, dtype, args, lambda: save(result, out))
     if args.stress_steps:
         with torch.inference_mode():
             result["stress"] = stress(args.device, args.stress_steps)
         print("stress", result["stress"], flush=True)
-    out.write_text(json.dumps(result, indent=1))
+    save(result, out)
     return result
+
+
+def save(result: dict[str, Any], out: Path) -> None:
+    out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

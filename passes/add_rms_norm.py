@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .patterns import EPS_PLACEHOLDER, PatternPass
+from .patterns import PatternPass
 
 
 def _normalise(x32: torch.Tensor, eps: float) -> torch.Tensor:
@@ -83,24 +83,21 @@ def _norm_inputs(dtype: torch.dtype) -> list[Any]:
     return [torch.empty(4, 16, dtype=dtype), torch.empty(16, dtype=dtype)]
 
 
-ADD_RMS_NORM = PatternPass(
-    "add_rms_norm",
-    [
-        (add_norm_weight_after, fused_add_norm),
-        (add_norm_weight_before, fused_add_norm),
-        (add_norm_fp32_sum, fused_add_norm_fp32_sum),
-    ],
-    _add_inputs,
-    {"eps": EPS_PLACEHOLDER},
-)
-RMS_NORM = PatternPass(
-    "rms_norm",
-    [(norm_weight_after, fused_norm), (norm_weight_before, fused_norm)],
-    _norm_inputs,
-    {"eps": EPS_PLACEHOLDER},
+# Residual add + RMSNorm first, then the lone RMSNorms that are left.
+PASSES = (
+    PatternPass.with_eps(
+        "add_rms_norm",
+        [
+            (add_norm_weight_after, fused_add_norm),
+            (add_norm_weight_before, fused_add_norm),
+            (add_norm_fp32_sum, fused_add_norm_fp32_sum),
+        ],
+        _add_inputs,
+    ),
+    PatternPass.with_eps("rms_norm", [(norm_weight_after, fused_norm), (norm_weight_before, fused_norm)], _norm_inputs),
 )
 
 
 def apply(gm: torch.fx.GraphModule) -> int:
     """Fuse residual add + RMSNorm first, then lone RMSNorms; returns the number of fused ops."""
-    return ADD_RMS_NORM(gm) + RMS_NORM(gm)
+    return sum(fusion(gm) for fusion in PASSES)

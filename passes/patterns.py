@@ -51,6 +51,16 @@ class PatternPass:
         self.scalars = scalars or {}
         self._matcher: PatternMatcherPass | None = None
 
+    @classmethod
+    def with_eps(
+        cls,
+        name: str,
+        forms: Sequence[tuple[Callable[..., Any], Callable[..., Any]]],
+        example_inputs: Callable[[torch.dtype], list[Any]],
+    ) -> PatternPass:
+        """A pass whose forms take the norm's eps last (matched as any value)."""
+        return cls(name, forms, example_inputs, {"eps": EPS_PLACEHOLDER})
+
     def _build(self) -> PatternMatcherPass:
         matcher = PatternMatcherPass(pass_name=f"ascend_graph_{self.name}")
         seen: set[str] = set()

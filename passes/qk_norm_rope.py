@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from .patterns import EPS_PLACEHOLDER, PatternPass
+from .patterns import PatternPass
 
 
 def _norm(x: torch.Tensor, weight: torch.Tensor, eps: float, weight_first: bool) -> torch.Tensor:
@@ -93,20 +93,18 @@ def _transposed_inputs(dtype: torch.dtype) -> list[Any]:
             torch.empty(2, 1, 3, 32, dtype=dtype)]  # fmt: skip
 
 
-HALF_TABLES = PatternPass(
-    "qk_norm_rope_half_tables",
-    [(half_tables, fused), (half_tables_weight_first, fused)],
-    _half_inputs,
-    {"eps": EPS_PLACEHOLDER},
-)
-TRANSPOSED = PatternPass(
-    "qk_norm_rope_transposed",
-    [(transposed_rotate_half, fused_transposed), (transposed_rotate_half_weight_after, fused_transposed)],
-    _transposed_inputs,
-    {"eps": EPS_PLACEHOLDER},
+PASSES = (
+    PatternPass.with_eps(
+        "qk_norm_rope_half_tables", [(half_tables, fused), (half_tables_weight_first, fused)], _half_inputs
+    ),
+    PatternPass.with_eps(
+        "qk_norm_rope_transposed",
+        [(transposed_rotate_half, fused_transposed), (transposed_rotate_half_weight_after, fused_transposed)],
+        _transposed_inputs,
+    ),
 )
 
 
 def apply(gm: torch.fx.GraphModule) -> int:
     """Fuse every RMSNorm + RoPE on heads; returns the number of fused ops."""
-    return HALF_TABLES(gm) + TRANSPOSED(gm)
+    return sum(fusion(gm) for fusion in PASSES)

@@ -24,6 +24,15 @@ def compile_recording(
     return torch.compile(model, backend=backend, dynamic=dynamic), pieces
 
 
+def check_batches(
+    model: Callable[..., Any], compiled: Callable[..., Any], batches: Any, atol: float, rtol: float
+) -> None:
+    """Fresh random (n, 32) inputs for each batch size n: the compiled model's output equals the eager one's."""
+    for n in batches:
+        x = torch.randn(n, 32)
+        torch.testing.assert_close(compiled(x), model(x), atol=atol, rtol=rtol)
+
+
 def poison_outputs(pieces: list[GraphCompiled]) -> None:
     """Fill every captured graph's static outputs with NaN (ints with a sentinel): a replay must overwrite them."""
     for piece in pieces:

@@ -22,7 +22,7 @@ from ascend_graph.errors import (
 )
 from ascend_graph.signature import InputKind
 
-from .helpers import compile_recording, direct_args, poison_outputs
+from .helpers import check_batches, compile_recording, direct_args, poison_outputs
 from .models import hf_qwen3, mlp, qwen3
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -101,9 +101,7 @@ def test_over_max_size_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     model = mlp("cpu")
     compiled, _ = compile_recording(model, capture_sizes=[2, 4])
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="ascend_graph"):
-        for n in (3, 9, 11):
-            x = torch.randn(n, 32)
-            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+        check_batches(model, compiled, (3, 9, 11), ATOL, RTOL)
     messages = [r.getMessage() for r in caplog.records if "above the largest capture size" in r.getMessage()]
     assert len(messages) == 1, messages
 

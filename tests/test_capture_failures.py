@@ -17,7 +17,7 @@ import ascend_graph
 from ascend_graph.device.cpu import CPU_DEVICE
 from ascend_graph.fallbacks import error_kind
 
-from .helpers import compile_recording, poison_outputs
+from .helpers import check_batches, compile_recording, poison_outputs
 from .models import mlp
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -79,9 +79,7 @@ def test_forbidden_operation_during_capture_gets_its_own_advice(monkeypatch: pyt
     model = mlp("cpu")
     compiled, pieces = compile_recording(model, capture_sizes=[2, 4, 8])
     with torch.no_grad():
-        for n in (3, 6):
-            x = torch.randn(n, 32)
-            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+        check_batches(model, compiled, (3, 6), ATOL, RTOL)
     assert set(pieces[0].captures) == {2, 8}
     assert "host synchronisation" in pieces[0].size_fallbacks[4].advice
     assert ascend_graph.counters()["replays"] == 1 and ascend_graph.counters()["eager_calls"] == 1
@@ -95,9 +93,7 @@ def test_every_size_failing_leaves_an_eager_graph_that_is_still_right(monkeypatc
     model = mlp("cpu")
     compiled, pieces = compile_recording(model, capture_sizes=[2, 4])
     with torch.no_grad():
-        for n in (3, 2, 4):
-            x = torch.randn(n, 32)
-            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+        check_batches(model, compiled, (3, 2, 4), ATOL, RTOL)
     assert pieces[0].captures == {} and set(pieces[0].size_fallbacks) == {2, 4}
     counts = ascend_graph.counters()
     assert counts["capture_failures"] == 2 and counts["eager_calls"] == 3 and counts["replays"] == 0
@@ -112,9 +108,7 @@ def test_any_exception_during_capture_leaves_that_size_eager(
     model = mlp("cpu")
     compiled, pieces = compile_recording(model, capture_sizes=[2, 4])
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="ascend_graph"):
-        for n in (3, 2, 4, 3):
-            x = torch.randn(n, 32)
-            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+        check_batches(model, compiled, (3, 2, 4, 3), ATOL, RTOL)
     fallback = pieces[0].size_fallbacks[4]
     assert error.__name__ in fallback.reason and "batch_dim" in fallback.advice
     assert set(pieces[0].captures) == {2}
@@ -134,9 +128,7 @@ def test_a_lowering_that_raises_leaves_the_whole_graph_eager(
     model = mlp("cpu")
     compiled, pieces = compile_recording(model, capture_sizes=[2, 4])
     with torch.no_grad(), caplog.at_level(logging.WARNING, logger="ascend_graph"):
-        for n in (3, 4, 2):
-            x = torch.randn(n, 32)
-            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+        check_batches(model, compiled, (3, 4, 2), ATOL, RTOL)
     reason = pieces[0].fallback_reason
     assert reason is not None and "AttributeError" in reason and "lowering='aten'" in reason
     assert len([r for r in caplog.records if "AttributeError" in r.getMessage()]) == 1
@@ -158,9 +150,7 @@ def test_a_verifier_that_raises_leaves_that_size_eager(monkeypatch: pytest.Monke
     model = mlp("cpu")
     compiled, pieces = compile_recording(model, capture_sizes=[2, 4], verify=True)
     with torch.no_grad():
-        for n in (3, 2):
-            x = torch.randn(n, 32)
-            torch.testing.assert_close(compiled(x), model(x), atol=ATOL, rtol=RTOL)
+        check_batches(model, compiled, (3, 2), ATOL, RTOL)
     assert set(pieces[0].captures) == {2} and "KeyError" in pieces[0].size_fallbacks[4].reason
     counts = ascend_graph.counters()
     assert counts["verify_errors"] == 1 and counts["eager_calls"] == 1 and counts["replays"] == 1, counts

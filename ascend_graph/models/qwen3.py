@@ -228,11 +228,7 @@ def build_decoder(
     seed: int = 0,
 ) -> Qwen3Decoder:
     """A static-cache decoder with random weights, built directly on `device` in `dtype`."""
-    shape = SHAPES[shape] if isinstance(shape, str) else shape
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = Qwen3Decoder(shape, max_batch, max_seq)
-    return _randomise(model, dtype)
+    return _built(Qwen3Decoder, shape, dtype, device, seed, max_batch, max_seq)
 
 
 def build_paged_decoder(
@@ -245,16 +241,19 @@ def build_paged_decoder(
     seed: int = 0,
 ) -> PagedQwen3Decoder:
     """A paged-cache decoder with random weights, built directly on `device` in `dtype`."""
-    shape = SHAPES[shape] if isinstance(shape, str) else shape
+    return _built(PagedQwen3Decoder, shape, dtype, device, seed, num_blocks, block_size, max_blocks_per_seq)
+
+
+def _built(cls: type, shape: Qwen3Shape | str, dtype: torch.dtype, device: Any, seed: int, *sizes: int) -> Any:
+    """`cls(shape, *sizes)` on `device`, weights ~ N(0, 0.02) from `seed`, norms at 1, in `dtype`, inference only."""
     torch.manual_seed(seed)
     with torch.device(device):
-        model = PagedQwen3Decoder(shape, num_blocks, block_size, max_blocks_per_seq)
-    return _randomise(model, dtype)
-
-
-def _randomise(model: _Qwen3Base, dtype: torch.dtype) -> Any:
-    """Weights ~ N(0, 0.02), norms at 1; inference only."""
+        model = cls(SHAPES[shape] if isinstance(shape, str) else shape, *sizes)
     for name, parameter in model.named_parameters():
         if "norm" not in name:
             nn.init.normal_(parameter, std=0.02)
+    return inference_only(model, dtype)
+
+
+def inference_only(model: nn.Module, dtype: torch.dtype) -> Any:
     return model.to(dtype).eval().requires_grad_(False)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .qwen3 import SHAPES, CacheIO, PagedQwen3Decoder, Qwen3Layer, Qwen3Shape, rms_norm
+from .qwen3 import SHAPES, CacheIO, PagedQwen3Decoder, Qwen3Layer, Qwen3Shape, inference_only, rms_norm
 
 WEIGHT_STD = 0.02
 
@@ -202,4 +202,4 @@ def build_tp_paged_decoder(
             full = _full_weight(name, shape, seed, device)
             parameter.copy_(shard(name, full, shape, parallel))
             del full
-    return model.to(dtype).eval().requires_grad_(False)
+    return inference_only(model, dtype)

@@ -52,6 +52,21 @@ class Workload:
     vocab: int = 512
     seed: int = 0
 
+    @classmethod
+    def race_stress(cls, requests: int, vocab: int, seed: int, arrivals_per_step: float = 0.4) -> Workload:
+        """The race stress of the tests and the runner benchmark: at most 8 rows, requests of 0-40 prompt and
+        2-60 new tokens arriving `arrivals_per_step` per step (0: all at once), so that rows join and leave often."""
+        return cls(
+            requests=requests,
+            max_batch=8,
+            num_blocks=160,
+            new_tokens=(2, 60),
+            prompt_len=(0, 40),
+            arrivals_per_step=arrivals_per_step,
+            vocab=vocab,
+            seed=seed,
+        )
+
     def make(self) -> list[Request]:
         rng = random.Random(self.seed)
         step, requests = 0, []

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..capture import capture_graph
 from ..counters import Count, bump
 from ..device import GraphDevice
 from ..signature import GraphSignature
@@ -182,7 +183,8 @@ class GraphRunner:
         return body
 
     def capture(self) -> None:
-        """One graph per (size, static set), largest first, into one pool, each after warm-up."""
+        """One graph per (size, static set), largest first, into one pool (or one per set), each after warm-up on
+        the compute stream, through the project's one capture step (`capture.capture_graph`)."""
         # The static sets were filled on the caller's stream: the compute stream must not read them before.
         self.device.synchronize()
         if self.config.eager:
@@ -203,8 +205,7 @@ class GraphRunner:
                     for _ in range(self.config.warmup_iters):
                         body()
                     self.device.synchronize()
-                    self.graphs[(size, index)] = self.device.capture(body, (), pool)
-                    bump(Count.CAPTURES)
+                    self.graphs[(size, index)] = capture_graph(body, (), size, self.device, pool).graph
             self._origin.record(self.streams.compute)
         self.device.synchronize()
 

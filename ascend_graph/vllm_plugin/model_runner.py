@@ -88,7 +88,7 @@ def host_state_reason(sampling_params: Any) -> str | None:
 
 
 @dataclasses.dataclass
-class _Slot:
+class _StaticSet:
     """One static input set: device copies of vLLM's buffers, the sampled-token tensor, the guard event."""
 
     copies: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
@@ -97,10 +97,10 @@ class _Slot:
 
 
 class _Staging:
-    """Copies the parts of vLLM's persistent buffers a job reads into a slot and re-points the job's tensors."""
+    """Copies the parts of vLLM's persistent buffers a job reads into a static set and re-points the job's tensors."""
 
-    def __init__(self, buffers: dict[int, torch.Tensor], slot: _Slot, unsafe: bool = False) -> None:
-        self.buffers, self.slot = ({} if unsafe else buffers), slot
+    def __init__(self, buffers: dict[int, torch.Tensor], static_set: _StaticSet, unsafe: bool = False) -> None:
+        self.buffers, self.static_set = ({} if unsafe else buffers), static_set
         self.staged: set[int] = set()
         self.memo: dict[int, Any] = {}  # one re-pointed copy per object (metadata shared by many layers)
 
@@ -111,9 +111,9 @@ class _Staging:
             return tensor  # allocated for this step only: nobody rewrites it
         if base.dtype != tensor.dtype:
             raise RuntimeError(f"ascend_graph: a {tensor.dtype} view of a {base.dtype} vLLM buffer cannot be staged")
-        target = self.slot.copies.get(key)
+        target = self.static_set.copies.get(key)
         if target is None or target.shape != base.shape:
-            target = self.slot.copies[key] = torch.empty_like(base)
+            target = self.static_set.copies[key] = torch.empty_like(base)
         if key not in self.staged:
             target.copy_(base)
             self.staged.add(key)
@@ -168,6 +168,20 @@ class _Launched:
     done: CpuEvent
 
 
+@dataclasses.dataclass
+class _Step:
+    """One forward-async step as vLLM's host prep left it: sizes, vLLM's graph choice, the tensors the job reads
+    (still vLLM's buffers until staged)."""
+
+    total: int
+    num_reqs: int
+    padded: int
+    cudagraph_mode: Any
+    batch_desc: Any
+    across_dp: Any
+    tensors: dict[str, Any]
+
+
 class AscendGraphAsyncOutput(AsyncModelRunnerOutput):
     """The output of a forward-async step: tokens are read from the job's host copy after its event."""
 
@@ -198,7 +212,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             raise ValueError("ascend_graph mode 'forward-async' needs vLLM's async scheduling (the platform sets it)")
         self.ag_mode = mode
         self.ag_stream = CPU_DEVICE.default_stream()
-        self.ag_slots = (_Slot(), _Slot())
+        self.ag_sets = (_StaticSet(), _StaticSet())
         self.ag_step = 0
         self.ag_launched: _Launched | None = None
         self.ag_async_step = False
@@ -234,14 +248,14 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         if config.cudagraph_mode == CUDAGraphMode.NONE or not sizes:
             return
         runtime = CUDAGraphMode.FULL if config.cudagraph_mode.has_full_cudagraphs() else CUDAGraphMode.PIECEWISE
-        sets: list[_Slot | None] = [None]  # None: vLLM's own buffers
+        sets: list[_StaticSet | None] = [None]  # None: vLLM's own buffers
         if self.ag_mode == "forward-async" and runtime == CUDAGraphMode.FULL and not self.ag_unsafe:
-            sets += list(self.ag_slots)
+            sets += list(self.ag_sets)
         start, captured = time.perf_counter(), counters()["captures"]
         try:
-            for slot in sets:
+            for static_set in sets:
                 for size in tqdm(sizes, desc=f"ascend_graph: capturing {runtime.name} graphs (CPU)", disable=None):
-                    with self._inputs_staged_into(slot):
+                    with self._inputs_staged_into(static_set):
                         full = runtime == CUDAGraphMode.FULL
                         self._dummy_run(size, cudagraph_runtime_mode=runtime, force_attention=full)
         except Exception as error:  # noqa: BLE001 - the sizes left are captured at their first step
@@ -256,15 +270,15 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         )
 
     @contextlib.contextmanager
-    def _inputs_staged_into(self, slot: _Slot | None) -> Iterator[None]:
-        """While a dummy run calls the model, its inputs are staged into `slot` first (None: left as they are)."""
-        if slot is None:
+    def _inputs_staged_into(self, static_set: _StaticSet | None) -> Iterator[None]:
+        """While a dummy run calls the model, its inputs are staged into `static_set` first (None: left as they are)."""
+        if static_set is None:
             yield
             return
         model = self.model
 
         def staged_call(*args: Any, **inputs: Any) -> Any:
-            return model(*args, **_Staging(self._registered_buffers(), slot)(inputs))
+            return model(*args, **_Staging(self._registered_buffers(), static_set)(inputs))
 
         self.model = _Delegate(model, staged_call)
         try:
@@ -384,16 +398,37 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         return None
 
     def _launch(self, scheduler_output: Any) -> None:
+        """Step N+1's host part: vLLM's host prep, the host-to-device copy into a free static set, and the job
+        queued behind step N's on the stream (the module docstring has the rules)."""
         if self.execute_model_state is not None or self.ag_launched is not None:
             raise RuntimeError("State error: sample_tokens() must be called after execute_model() returns None.")
         if self.ag_delay_s:  # stress: the host too is late by a random amount, differently on every rank
             time.sleep(self.ag_random.uniform(0, self.ag_delay_s))
-        slot = self.ag_slots[self.ag_step % 2]
-        slot.ready.synchronize()  # the job that last read this set (two steps ago) has finished
+        static_set = self.ag_sets[self.ag_step % 2]
+        static_set.ready.synchronize()  # the job that last read this set (two steps ago) has finished
         deferred_corrections = self._update_states(scheduler_output)
-        total = scheduler_output.total_num_scheduled_tokens
-        if not total:
+        if not scheduler_output.total_num_scheduled_tokens:
             return EMPTY_MODEL_RUNNER_OUTPUT
+        step = self._prepare_step(scheduler_output)
+        staged_ids, staged = self._stage(step, static_set)
+        num_reqs = step.num_reqs
+        if static_set.sampled is None or static_set.sampled.shape[0] < num_reqs:
+            static_set.sampled = torch.zeros((max(num_reqs, self.max_num_reqs), 1), dtype=torch.int64)
+        sampled = static_set.sampled[:num_reqs]
+        holder: dict[str, Any] = {}
+        self.ag_stream.submit(self._job(step, staged_ids, staged, sampled, holder))
+        static_set.ready.record(self.ag_stream)
+        self.ag_launched = _Launched(scheduler_output, sampled, holder, static_set.ready)
+        self.ag_step += 1
+        bump(Count.VLLM_ASYNC_STEPS)
+        if deferred_corrections:
+            deferred_corrections()
+        return None
+
+    def _prepare_step(self, scheduler_output: Any) -> _Step:
+        """vLLM's own host prep of one step (input ids, positions, padding, slot mappings, attention metadata),
+        written into vLLM's persistent buffers as its runner writes them."""
+        total = scheduler_output.total_num_scheduled_tokens
         num_reqs = self.input_batch.num_reqs
         scheduled = np.array(
             [scheduler_output.num_scheduled_tokens[i] for i in self.input_batch.req_ids], dtype=np.int32
@@ -428,41 +463,42 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             slot_mappings=by_group,
         )
         input_ids, inputs_embeds, positions, _, model_kwargs, _ = self._preprocess(scheduler_output, padded, None)
-        is_padding = self._prepare_padding_mask(total, padded)
+        tensors = {
+            "input_ids": input_ids,
+            "inputs_embeds": inputs_embeds,
+            "positions": positions,
+            "model_kwargs": model_kwargs,
+            "attn_metadata": attn_metadata,
+            "slot_mappings": slot_mappings,
+            "logits_indices": logits_indices,
+            "is_padding": self._prepare_padding_mask(total, padded),
+        }
+        return _Step(total, num_reqs, padded, cudagraph_mode, batch_desc, across_dp, tensors)
 
-        # The host-to-device copy: everything the job reads from vLLM's buffers goes into this slot's set.
-        stage = _Staging(self._registered_buffers(), slot, unsafe=self.ag_unsafe)
+    def _stage(self, step: _Step, static_set: _StaticSet) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The host-to-device copy: everything the job reads from vLLM's buffers goes into this static set; the
+        job's tensors point there. Returns the staged input ids and the staged tensors."""
+        stage = _Staging(self._registered_buffers(), static_set, unsafe=self.ag_unsafe)
         staged_ids = stage(self.input_ids.gpu)
         # Rows past the batch (padding up to the capture size) keep whatever the host buffer held there, which
         # can be the -1 placeholder of a token that only ever existed on the device: give them a valid id.
-        staged_ids[total:padded].zero_()
-        staged = stage(
-            {
-                "input_ids": input_ids,
-                "inputs_embeds": inputs_embeds,
-                "positions": positions,
-                "model_kwargs": model_kwargs,
-                "attn_metadata": attn_metadata,
-                "slot_mappings": slot_mappings,
-                "logits_indices": logits_indices,
-                "is_padding": is_padding,
-            }
-        )
-        input_ids, inputs_embeds, positions = staged["input_ids"], staged["inputs_embeds"], staged["positions"]
-        model_kwargs, attn_metadata, slot_mappings = (
-            staged["model_kwargs"],
-            staged["attn_metadata"],
-            staged["slot_mappings"],
-        )
-        logits_indices, is_padding = staged["logits_indices"], staged["is_padding"]
+        staged_ids[step.total : step.padded].zero_()
+        return staged_ids, stage(step.tensors)
+
+    def _job(
+        self,
+        step: _Step,
+        staged_ids: torch.Tensor,
+        staged: dict[str, Any],
+        sampled: torch.Tensor,
+        holder: dict[str, Any],
+    ) -> Callable[[], None]:
+        """The device work of one step, run on the stream: the previous step's tokens scattered into the input
+        ids, the forward (graphs replay inside), the logits, the sampler; its error, if any, goes to `holder`."""
         scatter = self.ag_pending_scatter
         self.ag_pending_scatter = None
         prev_tokens = self.input_batch.prev_sampled_token_ids
         metadata = self._snapshot_sampling_metadata()
-        if slot.sampled is None or slot.sampled.shape[0] < num_reqs:
-            slot.sampled = torch.zeros((max(num_reqs, self.max_num_reqs), 1), dtype=torch.int64)
-        sampled = slot.sampled[:num_reqs]
-        holder: dict[str, Any] = {}
         vllm_config = self.vllm_config
         delay = self.ag_random.uniform(0, self.ag_delay_s) if self.ag_delay_s else 0.0
 
@@ -474,33 +510,30 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
                     destination, source = (torch.from_numpy(index) for index in scatter)
                     staged_ids[destination] = prev_tokens[source, 0].to(staged_ids.dtype)
                 with set_forward_context(
-                    attn_metadata,
+                    staged["attn_metadata"],
                     vllm_config,
-                    num_tokens=padded,
-                    num_tokens_across_dp=across_dp,
-                    cudagraph_runtime_mode=cudagraph_mode,
-                    batch_descriptor=batch_desc,
-                    slot_mapping=slot_mappings,
-                    is_padding=is_padding,
+                    num_tokens=step.padded,
+                    num_tokens_across_dp=step.across_dp,
+                    cudagraph_runtime_mode=step.cudagraph_mode,
+                    batch_descriptor=step.batch_desc,
+                    slot_mapping=staged["slot_mappings"],
+                    is_padding=staged["is_padding"],
                 ):
                     hidden = GPUModelRunner._model_forward(
-                        self, input_ids=input_ids, positions=positions, inputs_embeds=inputs_embeds, **model_kwargs
+                        self,
+                        input_ids=staged["input_ids"],
+                        positions=staged["positions"],
+                        inputs_embeds=staged["inputs_embeds"],
+                        **staged["model_kwargs"],
                     )
-                logits = self.model.compute_logits(hidden[logits_indices])
+                logits = self.model.compute_logits(hidden[staged["logits_indices"]])
                 output = self.sampler(logits=logits, sampling_metadata=metadata)
                 sampled.copy_(output.sampled_token_ids)
                 holder["tokens"] = output.sampled_token_ids.clone()  # the host copy, read late
             except BaseException as error:  # noqa: BLE001 - raised by get_output() on the host
                 holder["error"] = error
 
-        self.ag_stream.submit(job)
-        slot.ready.record(self.ag_stream)
-        self.ag_launched = _Launched(scheduler_output, sampled, holder, slot.ready)
-        self.ag_step += 1
-        bump(Count.VLLM_ASYNC_STEPS)
-        if deferred_corrections:
-            deferred_corrections()
-        return None
+        return job
 
     def _snapshot_sampling_metadata(self) -> Any:
         metadata = self.input_batch.sampling_metadata

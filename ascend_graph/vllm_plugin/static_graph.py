@@ -1,4 +1,4 @@
-"""vLLM's static graph wrapper for ascend_graph: one captured graph per batch descriptor and input address set.
+"""vLLM's static graph wrapper for ascend_graph: one captured graph per batch descriptor and static input set.
 
 vLLM constructs one wrapper around each piece of the compiled model (PIECEWISE: one per piece between attention
 ops; on the CPU lane's FULL mode the whole model, see platform.py) and calls it inside a forward context that names
@@ -41,7 +41,7 @@ from ..verify import VerifyResult, compare_outputs
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
 
-MAX_ADDRESS_SETS = 4  # forward-async uses 2; more means inputs moved, which vLLM's buffers never do
+MAX_STATIC_SETS = 4  # forward-async uses 2; more means inputs moved, which vLLM's buffers never do
 
 
 def _addresses(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...]:
@@ -138,11 +138,11 @@ class AscendGraphStaticWrapper:
         descriptor = key[0]
         variants = sum(1 for other in self.captures if other[0] == descriptor)
         late = self.device.kind != "cpu" and not monitor.cudagraph_capturing_enabled
-        if variants >= MAX_ADDRESS_SETS or late:
+        if variants >= MAX_STATIC_SETS or late:
             why = (
                 f"a graph was asked for after start-up capture ended (input addresses {len(key[1])} tensors)"
                 if late
-                else f"{variants + 1} input address sets (at most {MAX_ADDRESS_SETS} static sets are captured)"
+                else f"{variants + 1} static input sets (at most {MAX_STATIC_SETS} are captured)"
             )
             return self._eager(descriptor, RuntimeError(why), args, kwargs)
         result = self.runnable(*args, **kwargs)  # warm-up, and the piece's output structure

@@ -27,16 +27,7 @@ def _run(workload: Workload, mode: str, host_delay_s: float = 0.0, delays=None, 
         return DecodeHarness(workload, host_delay_s=host_delay_s, device_delay=delays).run(runner), runner
 
 
-STRESS = Workload(
-    requests=3_000,
-    max_batch=8,
-    num_blocks=160,
-    new_tokens=(2, 60),
-    prompt_len=(0, 40),
-    arrivals_per_step=0.4,
-    vocab=STRESS_SHAPE.vocab,
-    seed=7,
-)
+STRESS = Workload.race_stress(3_000, STRESS_SHAPE.vocab, seed=7)
 
 
 @pytest.mark.slow
@@ -51,15 +42,7 @@ def test_forward_async_stress_10k_steps_matches_sync() -> None:
 
 @pytest.mark.slow
 def test_scheduler_async_stress_matches_sync() -> None:
-    workload = Workload(
-        requests=400,
-        max_batch=8,
-        num_blocks=160,
-        new_tokens=(2, 60),
-        prompt_len=(0, 40),
-        vocab=STRESS_SHAPE.vocab,
-        seed=3,
-    )
+    workload = Workload.race_stress(400, STRESS_SHAPE.vocab, seed=3, arrivals_per_step=0.5)
     reference, _ = _run(workload, "sync")
     result, _ = _run(workload, "scheduler-async", host_delay_s=0.0004, delays=device_delays(0.0006), poison=True)
     assert result.tokens == reference.tokens
