@@ -22,20 +22,26 @@ export VLLM_USE_FLASHINFER_SAMPLER=0 TVM_FFI_DISABLE_TORCH_C_DLPACK=1 PYTHONUNBU
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export AG_SITE=/tmp/site_ag
 
+REPO=$PWD
+
 install() {
   bash .gpuvllm/install.sh
   # The project installs beside vLLM (not into its folder), so vLLM finds its entry points only where AG_SITE is
-  # on the path: stock-vLLM baselines leave it off.
+  # on the path: stock-vLLM baselines leave it off. The checkout is never imported bare (passes/ and kernels/
+  # become ascend_graph.passes / .kernels only when installed): nothing of the project runs with the checkout as
+  # its working directory or first on the path.
   # Built from a copy: a build in the checkout leaves ascend_graph.egg-info there, and any process started in the
   # checkout would then find the plugin's entry points (seen: a "stock" baseline that ran ascend_graph).
   rm -rf "$AG_SITE" /tmp/ag-src && mkdir -p /tmp/ag-src && cp -r pyproject.toml README.md ascend_graph passes kernels /tmp/ag-src/
   (cd /tmp/ag-src && PYTHONPATH=/tmp/site python3 -m pip install -q --no-deps --no-build-isolation --no-index \
     --target "$AG_SITE" .) >"$OUT/pip_install.log" 2>&1 || { tail -20 "$OUT/pip_install.log"; exit 1; }
+  # The tests run from a copy too: pytest puts the folder above tests/ first on the path.
+  rm -rf /tmp/ag-tests && mkdir -p /tmp/ag-tests && cp -r pyproject.toml tests /tmp/ag-tests/
 }
 
 gpu_tests() {  # the gpu_vllm tests matching -k "$1", against the installed project and the bundle
-  PYTHONPATH="$AG_SITE:/tmp/site" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider -k "$1" \
-    tests/vllm_plugin/test_gpu_vllm.py
+  (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider \
+    -k "$1" tests/vllm_plugin/test_gpu_vllm.py)
 }
 
 case "${1:-}" in
@@ -72,7 +78,7 @@ case "${1:-}" in
   load)
     [ -d "$AG_SITE/ascend_graph" ] || install
     # bench/ from the checkout, ascend_graph from its installed copy (first on the path)
-    repo=$PWD; (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site:$repo" python3 -m bench.serve_load --mode "${2:-forward-async}" \
+    (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m bench.serve_load --mode "${2:-forward-async}" \
       --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1" --work-dir /tmp/ag-load \
       --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25
     cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true ;;

@@ -114,7 +114,7 @@ def part_reduced(session: Session, world: int) -> list[Run]:
         sizes = [size for size in options.sizes_for(batch) if size > 1] or [2]
         compiled = torch.compile(
             model,
-            backend=ascend_graph_backend,  # the callable: the device machine runs the checkout uninstalled
+            backend=ascend_graph_backend,  # the callable, as registered or not
             dynamic=True,
             options={"capture_sizes": sizes, "lowering": options.compile_lowering, "pad_values": model.pad_values},
         )
