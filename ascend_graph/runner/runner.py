@@ -41,6 +41,7 @@ from ..capture import capture_graph
 from ..counters import Count, bump
 from ..device import GraphDevice
 from ..signature import GraphSignature
+from ..staging import SetRing
 from .buffers import POISON, TOKEN_FIELDS, Field, StagingSet, StaticSet
 from .sync_check import SilentSyncDetector, SilentSyncError, caller_line
 
@@ -149,8 +150,13 @@ class GraphRunner:
             raise ValueError(f"runner: fields {sorted(clash)} are reserved; the runner adds {TOKEN_FIELDS} itself")
         self.step_fn, self.device, self.config, self.max_batch = step, device, config, max_batch
         self.fields = (Field("token_ids"), Field("prev_rows", pad=-1), *fields)
-        self.staging = [StagingSet(self.fields, max_batch, device) for _ in range(config.staging_sets or config.sets)]
-        self.static = [StaticSet(self.fields, max_batch, device) for _ in range(config.sets)]
+        # The staging protocol (staging.py): the host rewrites a staging set only after the copy out of it ran
+        # (hazard 1; `guard_staging` off only in the test that shows the hazard); a static set is rewritten by the
+        # copy stream only after its last replay (hazard 3, a stream wait in launch()).
+        staging_guard = (lambda staged: staged.copied) if config.guard_staging else None
+        staging_sets = config.staging_sets or config.sets
+        self.staging = SetRing((StagingSet(self.fields, max_batch, device) for _ in range(staging_sets)), staging_guard)
+        self.static = SetRing(StaticSet(self.fields, max_batch, device) for _ in range(config.sets))
         compute = device.new_stream()
         if config.mode == "sync":
             self.streams = _Streams(compute, compute, compute)
@@ -229,12 +235,10 @@ class GraphRunner:
                 f"runner: batch of {size} rows is above the largest capture size {self.config.capture_sizes[-1]}; "
                 "raise capture_sizes (and max_batch) or schedule fewer rows per step"
             )
-        index = self._steps % len(self.static)
-        staging, static = self.staging[self._steps % len(self.staging)], self.static[index]
+        index, static = self.static.next_set()
         wait_start = time.perf_counter()
         self._collect_pending(index)  # the host buffer of this set is about to be refilled
-        if self.config.guard_staging:
-            staging.copied.synchronize()  # hazard 1: the last copy out of this staging set has run
+        _, staging = self.staging.next_set()  # hazard 1: waits until the last copy out of this staging set has run
         waited = time.perf_counter() - wait_start
         if self.config.poison:
             staging.poison()
@@ -265,6 +269,8 @@ class GraphRunner:
         handle = StepHandle(self._steps, size, index, time.perf_counter() - start - waited, waited)
         self._pending[index] = handle
         self._steps += 1
+        self.static.advance()
+        self.staging.advance()
         return handle
 
     def _collect_pending(self, index: int) -> None:

@@ -57,6 +57,7 @@ from ..capture import Capture, capture_graph
 from ..counters import Count, bump
 from ..device import GraphDevice, get_device
 from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
+from ..staging import SetRing
 from ..verify import compare_outputs
 
 logger = init_logger("vllm." + __name__)
@@ -248,8 +249,7 @@ class StaticSetsRunner:
     def setup_ascend_graph(self, mode: str, verify: bool = False) -> None:
         self.ag_mode = mode
         self.ag_verify = verify
-        self.ag_sets: list[StaticSet] = []
-        self.ag_step = 0
+        self.ag_sets: SetRing[StaticSet] = SetRing([])  # the staging protocol (staging.py), unguarded on CUDA
         self.ag_delay_ms = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0)
         self.ag_unsafe_staging = os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1"
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -264,9 +264,10 @@ class StaticSetsRunner:
             return
         manager.__class__ = self.ag_manager_cls
         manager.adopt(2 if self.ag_mode == "forward-async" else 1, self.ag_device_kind, self.ag_verify)
-        self.ag_sets = [self._current_set()]
+        sets = [self._current_set()]
         if self.ag_mode == "forward-async":
-            self.ag_sets.append(self._new_set())
+            sets.append(self._new_set())
+        self.ag_sets = SetRing(sets)
 
     def _current_set(self) -> StaticSet:
         tables = self.block_tables
@@ -317,8 +318,9 @@ class StaticSetsRunner:
     @torch.inference_mode()
     def execute_model(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
         if len(self.ag_sets) > 1 and not kwargs.get("dummy_run", False):
-            self._use_set(self.ag_step % len(self.ag_sets))  # this step writes, and its graph reads, this set
-            self.ag_step += 1
+            index, _ = self.ag_sets.next_set()
+            self._use_set(index)  # this step writes, and its graph reads, this set
+            self.ag_sets.advance()
         if self.ag_delay_ms and not kwargs.get("dummy_run", False):
             time.sleep(self.ag_random.uniform(0, self.ag_delay_ms) / 1e3)  # the host is late...
             if self.ag_device_kind == "cuda":  # ...and the device, differently: this step queues behind a spin

@@ -57,6 +57,7 @@ from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
 from ..counters import Count, bump, counters
 from ..device.cpu import CPU_DEVICE, CpuEvent
+from ..staging import SetRing
 from .static_graph import AscendGraphStaticWrapper
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
@@ -212,8 +213,8 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             raise ValueError("ascend_graph mode 'forward-async' needs vLLM's async scheduling (the platform sets it)")
         self.ag_mode = mode
         self.ag_stream = CPU_DEVICE.default_stream()
-        self.ag_sets = (_StaticSet(), _StaticSet())
-        self.ag_step = 0
+        # The staging protocol (staging.py): the host rewrites a set only after the job that last read it finished.
+        self.ag_sets = SetRing((_StaticSet(), _StaticSet()), guard=lambda static_set: static_set.ready)
         self.ag_launched: _Launched | None = None
         self.ag_async_step = False
         self.ag_pending_scatter: tuple[np.ndarray, np.ndarray] | None = None
@@ -404,8 +405,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             raise RuntimeError("State error: sample_tokens() must be called after execute_model() returns None.")
         if self.ag_delay_s:  # stress: the host too is late by a random amount, differently on every rank
             time.sleep(self.ag_random.uniform(0, self.ag_delay_s))
-        static_set = self.ag_sets[self.ag_step % 2]
-        static_set.ready.synchronize()  # the job that last read this set (two steps ago) has finished
+        _, static_set = self.ag_sets.next_set()  # the job that last read this set (two steps ago) has finished
         deferred_corrections = self._update_states(scheduler_output)
         if not scheduler_output.total_num_scheduled_tokens:
             return EMPTY_MODEL_RUNNER_OUTPUT
@@ -419,7 +419,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         self.ag_stream.submit(self._job(step, staged_ids, staged, sampled, holder))
         static_set.ready.record(self.ag_stream)
         self.ag_launched = _Launched(scheduler_output, sampled, holder, static_set.ready)
-        self.ag_step += 1
+        self.ag_sets.advance()
         bump(Count.VLLM_ASYNC_STEPS)
         if deferred_corrections:
             deferred_corrections()
