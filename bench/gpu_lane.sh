@@ -6,6 +6,7 @@
 # On the device, calls back to back (a machine stays warm ~30 s and keeps ignored folders):
 #   1. carry [.gpuvllm/part1, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh stage
 #   2. carry [.gpuvllm/part2, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh test [load]
+#      (or, when device time is short: bash bench/gpu_lane.sh quick [TESTS], one forward-async test by default)
 #   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
 #   or, as call 2:     AG_COMMIT=<commit> bash bench/gpu_lane.sh both TESTS MODELS CONFIGS [ROUNDS]
 #                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
@@ -57,6 +58,8 @@ case "${1:-}" in
     [ -n "${l:-}" ] && { wait "$l" || status=1; tail -25 "$OUT/load.log"; }
     for g in a b; do grep -E "passed|failed|FAILED|Error" "$OUT/gpu_vllm_tests_$g.log" | tail -8; done
     exit $status ;;
+  quick)  # a smoke of the lane in one short call: install, then the gpu_vllm tests matching -k "$2"
+    install; gpu_tests "${2:-full_and_piecewise_equals_eager and forward}" ;;
   both)
     install
     rm -f /tmp/ag-tests-done
@@ -82,5 +85,5 @@ case "${1:-}" in
       --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1" --work-dir /tmp/ag-load \
       --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25
     cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true ;;
-  *) echo "usage: bench/gpu_lane.sh stage|test [load]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|steps CONFIGS [REPEATS]|load [MODE]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_lane.sh stage|test [load]|quick [TESTS]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|steps CONFIGS [REPEATS]|load [MODE]" >&2; exit 2 ;;
 esac
