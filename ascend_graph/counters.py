@@ -59,7 +59,9 @@ _COUNTERS = _Counters()
 
 def bump(key: Count, amount: int = 1) -> None:
     """Add `amount` to counter `key`."""
-    _COUNTERS.add(Count(key), amount)  # Count(...) also refuses a plain string that names no counter
+    # the code passes members (a cheap check on the per-replay path); a plain string is looked up, and refused
+    # if it names no counter
+    _COUNTERS.add(key if isinstance(key, Count) else Count(key), amount)
 
 
 def counters() -> dict[str, int]:

@@ -128,7 +128,7 @@ class CaptureLoop(CudaGraphManager):
             return
         if self.ag_verify:
             checked = self._verify_full(desc, forward_fn, capture)
-            bump(Count.VERIFIED_SIZES if checked.ok else "verify_mismatches")
+            bump(Count.VERIFIED_SIZES if checked.ok else Count.VERIFY_MISMATCHES)
             if not checked.ok:
                 self._leave_eager(desc, verify_mismatch(desc.num_tokens, checked.message()))
                 return

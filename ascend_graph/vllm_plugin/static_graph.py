@@ -161,7 +161,7 @@ class AscendGraphStaticWrapper:
         capture.returns_tuple = isinstance(result, list | tuple)  # inductor-compiled pieces return lists
         if self.verify:
             checked = self._verify(capture, args, kwargs)
-            bump(Count.VERIFIED_SIZES if checked.ok else "verify_mismatches")
+            bump(Count.VERIFIED_SIZES if checked.ok else Count.VERIFY_MISMATCHES)
             if not checked.ok:
                 fallback = verify_mismatch(getattr(descriptor, "num_tokens", None), checked.message())
                 return self._eager(descriptor, None, args, kwargs, result, fallback)
