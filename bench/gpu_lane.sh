@@ -12,8 +12,8 @@
 #                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
 #                      bash bench/gpu_lane.sh load [MODE]
 #                      bash bench/gpu_lane.sh steps CONFIGS [REPEATS]   (decode step time in LLM(), tiny model)
-# `test` runs the gpu_vllm tests in two processes side by side (logs under $OUT), with `load` the load test beside
-# them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs the bounded load test (500 requests,
+# `test` runs the gpu_vllm tests in two processes side by side, then the other GPU-marked tests (logs under $OUT),
+# with `load` the load test beside them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs the bounded load test (500 requests,
 # 64 in flight, mid-stream disconnects) against the OpenAI server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,11 +52,14 @@ case "${1:-}" in
     # two groups side by side (each builds its own eager reference), the load test beside them when asked
     group() { gpu_tests "$1" >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
     group "full_and_piecewise or random_delays or churn or broken or verify" a & a=$!
-    group "test_piecewise_equals_eager or baseline or tensor_parallel" b & b=$!
+    # group b, then the torch.compile-level GPU tests (no vLLM: backend, device, kernels, verify, graph memory)
+    { rc=0; group "test_piecewise_equals_eager or baseline or tensor_parallel" b || rc=1
+      (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m pytest -q -m "gpu and not gpu_vllm" \
+        -p no:cacheprovider tests) >"$OUT/gpu_tests.log" 2>&1 || rc=1; exit $rc; } & b=$!
     [ "${2:-}" = load ] && { bash "$0" load >"$OUT/load.log" 2>&1 & l=$!; }
     status=0; wait $a || status=1; wait $b || status=1
     [ -n "${l:-}" ] && { wait "$l" || status=1; tail -25 "$OUT/load.log"; }
-    for g in a b; do grep -E "passed|failed|FAILED|Error" "$OUT/gpu_vllm_tests_$g.log" | tail -8; done
+    for log in gpu_vllm_tests_a gpu_vllm_tests_b gpu_tests; do grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -8; done
     exit $status ;;
   quick)  # a smoke of the lane in one short call: install, then the gpu_vllm tests matching -k "$2"
     install; gpu_tests "${2:-full_and_piecewise_equals_eager and forward}" ;;
@@ -83,7 +86,8 @@ case "${1:-}" in
     # bench/ from the checkout, ascend_graph from its installed copy (first on the path)
     (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m bench.serve_load --mode "${2:-forward-async}" \
       --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1" --work-dir /tmp/ag-load \
-      --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25
-    cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true ;;
+      --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25 || rc=$?  # 1: the verdict failed
+    cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true
+    exit "${rc:-0}" ;;
   *) echo "usage: bench/gpu_lane.sh stage|test [load]|quick [TESTS]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|steps CONFIGS [REPEATS]|load [MODE]" >&2; exit 2 ;;
 esac

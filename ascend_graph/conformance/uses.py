@@ -8,7 +8,9 @@ is used (`torch.npu.NPUGraph().replay`: the method of an instance). Names reach 
 - local variables assigned a tracked value (`npu = _npu()`, `config = torchair.CompilerConfig()`);
 - project functions whose every `return` gives the same tracked value (`_npu()` returns `torch.npu`);
 - annotations: a parameter or a class field annotated `torch.npu.NPUGraph` is an instance of it, so
-  `self.graph.replay()` in a dataclass with `graph: torch.npu.NPUGraph` is a use of `NPUGraph.replay`;
+  `self.graph.replay()` in a dataclass with `graph: torch.npu.NPUGraph` is a use of `NPUGraph.replay`; a class
+  field annotated `Annotated[ModuleType, "torch.npu"]` is that value itself (the device module chosen at run
+  time: `self.api.Stream()` is a call of `torch.npu.Stream`);
 - `super().name(...)` in a class whose bases lead to a tracked class: a call of that class's method.
 
 Kinds of use: "import", "name" (exists), "call" (with positional count, keyword names and how the result is
@@ -95,6 +97,15 @@ def gather_uses(root: Path) -> list[Use]:
     for module in modules:
         uses.extend(ModuleWalker(tree, module, returns).walk())
     return uses
+
+
+def annotated_as(node: ast.expr) -> str | None:
+    """The tracked path named by the metadata of `Annotated[T, "torch.npu"]`, else None."""
+    if not (isinstance(node, ast.Subscript) and dotted(node.value) in ("Annotated", "typing.Annotated")):
+        return None
+    metadata = node.slice.elts[1:] if isinstance(node.slice, ast.Tuple) else []
+    named = [m.value for m in metadata if isinstance(m, ast.Constant) and isinstance(m.value, str) and tracked(m.value)]
+    return named[0] if named else None
 
 
 def _is_protocol(klass: object) -> bool:
@@ -269,6 +280,9 @@ class ModuleWalker:
     def _self_attribute(self, klass: ast.ClassDef, node: ast.Attribute) -> str | None:
         for stmt in klass.body:
             if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id == node.attr:
+                named = annotated_as(stmt.annotation)
+                if named is not None:
+                    return named
                 typed = self.annotation_path(stmt.annotation)
                 if typed is not None:
                     return typed + "()"

@@ -7,10 +7,13 @@ import functools
 import torch
 
 from ..errors import DeviceUnavailableError
+from .accelerator import AcceleratorDevice, AcceleratorGraph, cuda_device, npu_device
 from .base import DeviceGraph, Event, GraphDevice, Stream
 from .cpu import CPU_DEVICE, CpuDevice, CpuEvent, CpuStream
 
 __all__ = [
+    "AcceleratorDevice",
+    "AcceleratorGraph",
     "CpuDevice",
     "CpuEvent",
     "CpuStream",
@@ -29,13 +32,7 @@ KINDS = ("cpu", "cuda", "npu")
 def _make(kind: str) -> GraphDevice:
     if kind == "cpu":
         return CPU_DEVICE
-    if kind == "cuda":
-        from .cuda import CudaDevice
-
-        return CudaDevice()
-    from .npu import NpuDevice
-
-    return NpuDevice()
+    return cuda_device() if kind == "cuda" else npu_device()
 
 
 def get_device(kind: str | torch.device) -> GraphDevice:

@@ -1,9 +1,10 @@
 """The device layer's one interface.
 
-Each device (CUDA, NPU, CPU) is a small class in its own file that satisfies `GraphDevice`. The surface is the
-part of `torch.cuda` that graph capture and double buffering need: streams, events, a graph memory pool, capture
-and replay, stream-ordered copies, pinned host memory. CUDA and NPU map it onto torch's own objects; the CPU
-device implements it with an executor thread so that replay really is asynchronous to the host.
+Two classes satisfy `GraphDevice`: `AcceleratorDevice` (accelerator.py) for CUDA and NPU, and `CpuDevice` (cpu.py).
+The surface is the part of `torch.cuda` that graph capture and double buffering need: streams, events, a graph
+memory pool, capture and replay, stream-ordered copies, pinned host memory. The accelerator class maps it onto
+torch's device module for its kind (`torch.cuda`, or `torch.npu` from torch_npu); the CPU device implements it
+with an executor thread so that replay really is asynchronous to the host.
 """
 
 from __future__ import annotations
