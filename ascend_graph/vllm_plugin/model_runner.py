@@ -203,6 +203,30 @@ class AscendGraphAsyncOutput(AsyncModelRunnerOutput):
         return self._output
 
 
+@dataclasses.dataclass
+class _RunnerState:
+    """What the ascend_graph runner adds to vLLM's CPUModelRunner, in one attribute (`runner.ag`)."""
+
+    mode: str
+    random: random.Random  # the stress delays' draws
+    stream: Any = dataclasses.field(default_factory=lambda: CPU_DEVICE.default_stream())
+    # The staging protocol (staging.py): the host rewrites a set only after the job that last read it finished.
+    sets: SetRing = dataclasses.field(
+        default_factory=lambda: SetRing((_StaticSet(), _StaticSet()), guard=lambda static_set: static_set.ready)
+    )
+    launched: _Launched | None = None
+    async_step: bool = False
+    pending_scatter: tuple[np.ndarray, np.ndarray] | None = None
+    reasons_logged: set[str] = dataclasses.field(default_factory=set)
+    buffers: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
+    buffers_of: int | None = None
+    separate_kv_update: bool | None = None
+    delay_s: float = dataclasses.field(
+        default_factory=lambda: float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0) / 1e3
+    )
+    unsafe: bool = dataclasses.field(default_factory=lambda: os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1")
+
+
 class AscendGraphCPUModelRunner(CPUModelRunner):
     """Built by `AscendGraphCPUWorker` (re-classed from vLLM's CPUModelRunner, then `setup_ascend_graph`)."""
 
@@ -211,23 +235,10 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             raise ValueError(f"ascend_graph mode {mode!r} is not allowed; allowed values are {MODES}")
         if mode == "forward-async" and not self.use_async_scheduling:
             raise ValueError("ascend_graph mode 'forward-async' needs vLLM's async scheduling (the platform sets it)")
-        self.ag_mode = mode
-        self.ag_stream = CPU_DEVICE.default_stream()
-        # The staging protocol (staging.py): the host rewrites a set only after the job that last read it finished.
-        self.ag_sets = SetRing((_StaticSet(), _StaticSet()), guard=lambda static_set: static_set.ready)
-        self.ag_launched: _Launched | None = None
-        self.ag_async_step = False
-        self.ag_pending_scatter: tuple[np.ndarray, np.ndarray] | None = None
-        self.ag_reasons_logged: set[str] = set()
-        self.ag_buffers: dict[int, torch.Tensor] = {}
-        self.ag_buffers_of: int | None = None
-        self.ag_separate_kv_update: bool | None = None
-        self.ag_delay_s = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0) / 1e3
-        self.ag_unsafe = os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1"
         # Each rank draws its own delays (tensor parallel: ranks must stay in step however long each one waits).
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        self.ag_random = random.Random(1000 + rank)
-        if self.ag_unsafe:
+        self.ag = _RunnerState(mode, random.Random(1000 + rank))
+        if self.ag.unsafe:
             logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, forward-async reads live buffers (broken)")
 
     # -- FULL graphs on the CPU lane -------------------------------------------------------------------------------
@@ -250,8 +261,8 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             return
         runtime = CUDAGraphMode.FULL if config.cudagraph_mode.has_full_cudagraphs() else CUDAGraphMode.PIECEWISE
         sets: list[_StaticSet | None] = [None]  # None: vLLM's own buffers
-        if self.ag_mode == "forward-async" and runtime == CUDAGraphMode.FULL and not self.ag_unsafe:
-            sets += list(self.ag_sets)
+        if self.ag.mode == "forward-async" and runtime == CUDAGraphMode.FULL and not self.ag.unsafe:
+            sets += list(self.ag.sets)
         start, captured = time.perf_counter(), counters()["captures"]
         try:
             for static_set in sets:
@@ -319,8 +330,8 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             except BaseException as error:  # noqa: BLE001 - re-raised on the host below
                 holder["error"] = error
 
-        self.ag_stream.submit(job)
-        self.ag_stream.synchronize()
+        self.ag.stream.submit(job)
+        self.ag.stream.synchronize()
         if "error" in holder:
             raise holder["error"]
         return holder["value"]
@@ -329,9 +340,9 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         return self._on_stream(lambda: GPUModelRunner._model_forward(self, *args, **kwargs))
 
     def _zero_block_ids(self, block_ids: list[int]) -> None:
-        if self.ag_mode == "forward-async":  # a running job may still read those blocks: order it on the stream
+        if self.ag.mode == "forward-async":  # a running job may still read those blocks: order it on the stream
             ids = list(block_ids)
-            self.ag_stream.submit(lambda: CPUModelRunner._zero_block_ids(self, ids))
+            self.ag.stream.submit(lambda: CPUModelRunner._zero_block_ids(self, ids))
         else:
             super()._zero_block_ids(block_ids)
 
@@ -339,8 +350,8 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
 
     def _registered_buffers(self) -> dict[int, torch.Tensor]:
         """vLLM's persistent per-step tensors (runner and persistent batch), by storage address."""
-        if self.ag_buffers_of == id(self.input_batch):
-            return self.ag_buffers
+        if self.ag.buffers_of == id(self.input_batch):
+            return self.ag.buffers
         found: dict[int, torch.Tensor] = {}
         owners = [self, self.input_batch, *self.input_batch.block_table.block_tables]
         for owner in owners:
@@ -348,7 +359,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
                 tensor = value.gpu if isinstance(value, CpuGpuBuffer) else value
                 if isinstance(tensor, torch.Tensor) and tensor.device.type == "cpu":
                     found.setdefault(tensor.untyped_storage().data_ptr(), tensor)
-        self.ag_buffers, self.ag_buffers_of = found, id(self.input_batch)
+        self.ag.buffers, self.ag.buffers_of = found, id(self.input_batch)
         return found
 
     def _sync_step_reason(self, scheduler_output: Any) -> str | None:
@@ -366,16 +377,16 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
 
     def drain(self) -> None:
         """Wait until every job on the stream has run (before a sync step)."""
-        self.ag_stream.synchronize()
+        self.ag.stream.synchronize()
 
     def execute_model(self, scheduler_output: Any, intermediate_tensors: Any = None) -> Any:
-        if self.ag_mode != "forward-async":
+        if self.ag.mode != "forward-async":
             return super().execute_model(scheduler_output, intermediate_tensors)
         reason = self._sync_step_reason(scheduler_output)
-        self.ag_async_step = reason is None
-        if not self.ag_async_step:
-            if reason not in self.ag_reasons_logged:
-                self.ag_reasons_logged.add(reason)
+        self.ag.async_step = reason is None
+        if not self.ag.async_step:
+            if reason not in self.ag.reasons_logged:
+                self.ag.reasons_logged.add(reason)
                 logger.warning("ascend_graph forward-async: a step runs sync because of %s", reason)
             bump(Count.VLLM_SYNC_STEPS)
             self.drain()
@@ -385,27 +396,27 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
     def _prepare_input_ids(
         self, scheduler_output: Any, num_reqs: int, total_num_scheduled_tokens: int, cu_num_tokens: np.ndarray
     ) -> None:
-        if not self.ag_async_step:
+        if not self.ag.async_step:
             return super()._prepare_input_ids(scheduler_output, num_reqs, total_num_scheduled_tokens, cu_num_tokens)
         # The input ids of requests continuing from the previous step are that step's sampled tokens, which
         # exist only on the device (or not yet): record where they go; the job scatters them.
-        self.ag_pending_scatter = None
+        self.ag.pending_scatter = None
         if self.input_batch.prev_sampled_token_ids is None:
             return None
         previous = self.prev_positions.np[:num_reqs]
         rows = np.nonzero(previous >= 0)[0]
         if rows.size:
-            self.ag_pending_scatter = (cu_num_tokens[rows].astype(np.int64) - 1, previous[rows].astype(np.int64))
+            self.ag.pending_scatter = (cu_num_tokens[rows].astype(np.int64) - 1, previous[rows].astype(np.int64))
         return None
 
     def _launch(self, scheduler_output: Any) -> None:
         """Step N+1's host part: vLLM's host prep, the host-to-device copy into a free static set, and the job
         queued behind step N's on the stream (the module docstring has the rules)."""
-        if self.execute_model_state is not None or self.ag_launched is not None:
+        if self.execute_model_state is not None or self.ag.launched is not None:
             raise RuntimeError("State error: sample_tokens() must be called after execute_model() returns None.")
-        if self.ag_delay_s:  # stress: the host too is late by a random amount, differently on every rank
-            time.sleep(self.ag_random.uniform(0, self.ag_delay_s))
-        _, static_set = self.ag_sets.next_set()  # the job that last read this set (two steps ago) has finished
+        if self.ag.delay_s:  # stress: the host too is late by a random amount, differently on every rank
+            time.sleep(self.ag.random.uniform(0, self.ag.delay_s))
+        _, static_set = self.ag.sets.next_set()  # the job that last read this set (two steps ago) has finished
         deferred_corrections = self._update_states(scheduler_output)
         if not scheduler_output.total_num_scheduled_tokens:
             return EMPTY_MODEL_RUNNER_OUTPUT
@@ -416,10 +427,10 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             static_set.sampled = torch.zeros((max(num_reqs, self.max_num_reqs), 1), dtype=torch.int64)
         sampled = static_set.sampled[:num_reqs]
         holder: dict[str, Any] = {}
-        self.ag_stream.submit(self._job(step, staged_ids, staged, sampled, holder))
-        static_set.ready.record(self.ag_stream)
-        self.ag_launched = _Launched(scheduler_output, sampled, holder, static_set.ready)
-        self.ag_sets.advance()
+        self.ag.stream.submit(self._job(step, staged_ids, staged, sampled, holder))
+        static_set.ready.record(self.ag.stream)
+        self.ag.launched = _Launched(scheduler_output, sampled, holder, static_set.ready)
+        self.ag.sets.advance()
         bump(Count.VLLM_ASYNC_STEPS)
         if deferred_corrections:
             deferred_corrections()
@@ -443,13 +454,13 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             allow_microbatching=False,
         )
         padded = batch_desc.num_tokens
-        if self.ag_separate_kv_update is None:  # fixed once the attention backends exist (first step)
+        if self.ag.separate_kv_update is None:  # fixed once the attention backends exist (first step)
             # Backends that write the KV cache outside forward() take slot mappings of the padded size (as vLLM).
-            self.ag_separate_kv_update = not all(
+            self.ag.separate_kv_update = not all(
                 group.backend.forward_includes_kv_cache_update for groups in self.attn_groups for group in groups
             )
         by_group, slot_mappings = self._get_slot_mappings(
-            num_tokens_padded=padded if self.ag_separate_kv_update else total,
+            num_tokens_padded=padded if self.ag.separate_kv_update else total,
             num_reqs_padded=num_reqs,
             num_tokens_unpadded=total,
         )
@@ -478,7 +489,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
     def _stage(self, step: _Step, static_set: _StaticSet) -> tuple[torch.Tensor, dict[str, Any]]:
         """The host-to-device copy: everything the job reads from vLLM's buffers goes into this static set; the
         job's tensors point there. Returns the staged input ids and the staged tensors."""
-        stage = _Staging(self._registered_buffers(), static_set, unsafe=self.ag_unsafe)
+        stage = _Staging(self._registered_buffers(), static_set, unsafe=self.ag.unsafe)
         staged_ids = stage(self.input_ids.gpu)
         # Rows past the batch (padding up to the capture size) keep whatever the host buffer held there, which
         # can be the -1 placeholder of a token that only ever existed on the device: give them a valid id.
@@ -495,12 +506,12 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
     ) -> Callable[[], None]:
         """The device work of one step, run on the stream: the previous step's tokens scattered into the input
         ids, the forward (graphs replay inside), the logits, the sampler; its error, if any, goes to `holder`."""
-        scatter = self.ag_pending_scatter
-        self.ag_pending_scatter = None
+        scatter = self.ag.pending_scatter
+        self.ag.pending_scatter = None
         prev_tokens = self.input_batch.prev_sampled_token_ids
         metadata = self._snapshot_sampling_metadata()
         vllm_config = self.vllm_config
-        delay = self.ag_random.uniform(0, self.ag_delay_s) if self.ag_delay_s else 0.0
+        delay = self.ag.random.uniform(0, self.ag.delay_s) if self.ag.delay_s else 0.0
 
         def job() -> None:
             try:
@@ -545,9 +556,9 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         return dataclasses.replace(metadata, **changes)
 
     def sample_tokens(self, grammar_output: Any) -> Any:
-        launched, self.ag_launched = self.ag_launched, None
+        launched, self.ag.launched = self.ag.launched, None
         if launched is None:
-            if self.ag_mode == "forward-async" and self.execute_model_state is not None:
+            if self.ag.mode == "forward-async" and self.execute_model_state is not None:
                 # A sync step inside forward-async: vLLM's own sampling, tokens read at once.
                 self.use_async_scheduling = False
                 try:
