@@ -41,6 +41,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -165,7 +166,7 @@ class _Delegate:
 class _Launched:
     scheduler_output: Any
     sampled: torch.Tensor
-    holder: dict[str, Any]
+    tokens: Future[torch.Tensor]  # the job's host copy of the sampled tokens, or its error
     done: CpuEvent
 
 
@@ -191,12 +192,10 @@ class AscendGraphAsyncOutput(AsyncModelRunnerOutput):
 
     def get_output(self) -> ModelRunnerOutput:
         self._launched.done.synchronize()
-        holder = self._launched.holder
-        if "error" in holder:
-            raise RuntimeError(f"ascend_graph: the forward-async device job failed: {holder['error']!r}") from holder[
-                "error"
-            ]
-        tokens: list[list[int]] = holder["tokens"].tolist()
+        try:
+            tokens: list[list[int]] = self._launched.tokens.result(timeout=0).tolist()
+        except BaseException as error:
+            raise RuntimeError(f"ascend_graph: the forward-async device job failed: {error!r}") from error
         for index in self._invalid:
             tokens[index].clear()
         self._output.sampled_token_ids = tokens
@@ -322,19 +321,17 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
 
     def _on_stream(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` as one job on the CPU stream and wait for it (a sync step's one handoff)."""
-        holder: dict[str, Any] = {}
+        result: Future[Any] = Future()
 
         def job() -> None:
             try:
-                holder["value"] = fn()
+                result.set_result(fn())
             except BaseException as error:  # noqa: BLE001 - re-raised on the host below
-                holder["error"] = error
+                result.set_exception(error)
 
         self.ag.stream.submit(job)
         self.ag.stream.synchronize()
-        if "error" in holder:
-            raise holder["error"]
-        return holder["value"]
+        return result.result(timeout=0)
 
     def _model_forward(self, *args: Any, **kwargs: Any) -> Any:
         return self._on_stream(lambda: GPUModelRunner._model_forward(self, *args, **kwargs))
@@ -426,10 +423,10 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         if static_set.sampled is None or static_set.sampled.shape[0] < num_reqs:
             static_set.sampled = torch.zeros((max(num_reqs, self.max_num_reqs), 1), dtype=torch.int64)
         sampled = static_set.sampled[:num_reqs]
-        holder: dict[str, Any] = {}
-        self.ag.stream.submit(self._job(step, staged_ids, staged, sampled, holder))
+        tokens: Future[torch.Tensor] = Future()
+        self.ag.stream.submit(self._job(step, staged_ids, staged, sampled, tokens))
         static_set.ready.record(self.ag.stream)
-        self.ag.launched = _Launched(scheduler_output, sampled, holder, static_set.ready)
+        self.ag.launched = _Launched(scheduler_output, sampled, tokens, static_set.ready)
         self.ag.sets.advance()
         bump(Count.VLLM_ASYNC_STEPS)
         if deferred_corrections:
@@ -502,10 +499,11 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         staged_ids: torch.Tensor,
         staged: dict[str, Any],
         sampled: torch.Tensor,
-        holder: dict[str, Any],
+        tokens: Future[torch.Tensor],
     ) -> Callable[[], None]:
         """The device work of one step, run on the stream: the previous step's tokens scattered into the input
-        ids, the forward (graphs replay inside), the logits, the sampler; its error, if any, goes to `holder`."""
+        ids, the forward (graphs replay inside), the logits, the sampler; the tokens' host copy or the error goes
+        to `tokens`."""
         scatter = self.ag.pending_scatter
         self.ag.pending_scatter = None
         prev_tokens = self.input_batch.prev_sampled_token_ids
@@ -540,9 +538,9 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
                 logits = self.model.compute_logits(hidden[staged["logits_indices"]])
                 output = self.sampler(logits=logits, sampling_metadata=metadata)
                 sampled.copy_(output.sampled_token_ids)
-                holder["tokens"] = output.sampled_token_ids.clone()  # the host copy, read late
+                tokens.set_result(output.sampled_token_ids.clone())  # the host copy, read late
             except BaseException as error:  # noqa: BLE001 - raised by get_output() on the host
-                holder["error"] = error
+                tokens.set_exception(error)
 
         return job
 
