@@ -10,7 +10,7 @@
 #   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
 #   or, as call 2:     AG_COMMIT=<commit> bash bench/gpu_lane.sh both TESTS MODELS CONFIGS [ROUNDS]
 #                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
-#                      bash bench/gpu_lane.sh load [MODE]
+#                      bash bench/gpu_lane.sh load [MODE]   (run `install` first to start several modes side by side)
 #                      bash bench/gpu_lane.sh steps CONFIGS [REPEATS]   (decode step time in LLM(), tiny model)
 # `test` runs the gpu_vllm tests in two processes side by side, then the other GPU-marked tests (logs under $OUT),
 # with `load` the load test beside them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs the bounded load test (500 requests,
@@ -81,13 +81,16 @@ case "${1:-}" in
   steps)  # decode step time in offline LLM(), one process per configuration (bench/gpu_steps.py)
     [ -d "$AG_SITE/ascend_graph" ] || install
     PYTHONPATH=/tmp/site python3 bench/gpu_steps.py --configs "$2" --repeats "${3:-3}" --out "$OUT/steps_h200_tiny.json" ;;
-  load)
+  install) install ;;
+  load)  # load [MODE] (forward-async, sync, eager, or stock: vLLM's own server); AG_LOAD_REQUESTS (500)
     [ -d "$AG_SITE/ascend_graph" ] || install
+    mode=${2:-forward-async}
     # bench/ from the checkout, ascend_graph from its installed copy (first on the path)
-    (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m bench.serve_load --mode "${2:-forward-async}" \
-      --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1" --work-dir /tmp/ag-load \
-      --out "$OUT/load_h200_${2:-forward-async}.json") 2>&1 | tail -25 || rc=$?  # 1: the verdict failed
-    cp /tmp/ag-load/server.log "$OUT/load_h200_server.log" 2>/dev/null || true
+    (cd /tmp && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m bench.serve_load --mode "$mode" \
+      --requests "${AG_LOAD_REQUESTS:-500}" --work-dir "/tmp/ag-load-$mode" --out "$OUT/load_h200_$mode.json" \
+      --server-args="--attention-backend TRITON_ATTN --kv-cache-memory-bytes 1G --gpu-memory-utilization 0.1") \
+      2>&1 | tail -25 || rc=$?  # 1: the verdict failed
+    cp "/tmp/ag-load-$mode/server.log" "$OUT/load_h200_${mode}_server.log" 2>/dev/null || true
     exit "${rc:-0}" ;;
-  *) echo "usage: bench/gpu_lane.sh stage|test [load]|quick [TESTS]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|steps CONFIGS [REPEATS]|load [MODE]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_lane.sh stage|install|test [load]|quick [TESTS]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|steps CONFIGS [REPEATS]|load [MODE]" >&2; exit 2 ;;
 esac

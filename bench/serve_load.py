@@ -7,7 +7,8 @@ meant to disconnect must finish with exactly `max_tokens` tokens (ignore_eos) an
 greedy (temperature 0) ones are answered again one at a time after the load and must give the same text. Then the
 server must still answer, its /metrics must show nothing left running or waiting and the disconnects counted as
 aborts, and its log must hold no traceback or ERROR line. One JSON with environment, settings, counts, latency
-percentiles and the verdict.
+percentiles and the verdict. `--mode stock` serves the same plan with vLLM's own CLI and no plugin loaded (stock
+vLLM's graphs and async scheduling), to tell vLLM's own behaviour under load from ascend_graph's.
 
     python -m bench.serve_load --out bench/results/load_cpu.json
 """
@@ -41,6 +42,7 @@ MODE_ARGS = {  # "eager" is the baseline without graph mode, to tell vLLM's own 
     "forward-async": ["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "forward-async"}}'],
     "sync": ["-cc", GRAPH_CC, "--additional-config", '{"ascend_graph": {"mode": "sync"}}'],
     "eager": ["--enforce-eager"],
+    "stock": ["-cc", GRAPH_CC],  # vLLM's own server, graphs and runner: no plugin loaded
 }
 SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0"}
 STATUSES = ("ok", "disconnected", "wrong", "lost", "server_error", "client_error", "timeout")
@@ -470,12 +472,13 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     log_path = work / "server.log"
     started = time.time()
     server_args = [*BASE_ARGS, *MODE_ARGS[args.mode], *args.server_args.split()]
-    with served(model_dir, server_args, log_path, SERVER_ENV) as port:
+    stock = args.mode == "stock"
+    with served(model_dir, server_args, log_path, SERVER_ENV, plugin=not stock) as port:
         startup_s = time.time() - started
         exercised = asyncio.run(_exercise(port, plan, args))
     load = exercised.pop("load")
     result = {
-        "benchmark": "bounded load test of ascend-graph serve, tiny Qwen3 (2 layers, hidden 64)",
+        "benchmark": f"bounded load test of {'stock vLLM' if stock else 'ascend-graph serve'}, tiny Qwen3 (2 layers)",
         "environment": environment(),
         "settings": {
             "requests": args.requests,
@@ -487,6 +490,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "mode": args.mode,
             "server_args": server_args,
             "server_env": SERVER_ENV,
+            "plugin": not stock,
         },
         "plan_kinds": [request.kind for request in plan],
         "startup_s": startup_s,

@@ -49,23 +49,17 @@ def served(
     log_path: Path,
     env: dict[str, str] | None = None,
     timeout_s: float = 600,
+    plugin: bool = True,
 ) -> Iterator[int]:
-    """Serve `model_dir` as model "tiny" with `server_args`; yields the port; the log goes to `log_path`."""
+    """Serve `model_dir` as model "tiny" with `server_args`; yields the port; the log goes to `log_path`. With
+    `plugin` False: vLLM's own server module with no plugin loaded (VLLM_PLUGINS names none), the stock baseline."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "ascend_graph.cli",
-        "serve",
-        str(model_dir),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--served-model-name",
-        "tiny",
-        *server_args,
-    ]
+    where = ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", "tiny", *server_args]
+    if plugin:
+        command = [sys.executable, "-m", "ascend_graph.cli", "serve", str(model_dir), *where]
+    else:
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), *where]
+        env = {**(env or {}), "VLLM_PLUGINS": "none"}
     with open(log_path, "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         try:
