@@ -13,8 +13,8 @@
 #                      bash bench/gpu_lane.sh load [MODE]   (run `install` first to start several modes side by side)
 #                      bash bench/gpu_lane.sh steps CONFIGS [REPEATS]   (decode step time in LLM(), tiny model)
 # `test` runs the gpu_vllm tests in two processes side by side, then the other GPU-marked tests (logs under $OUT),
-# with `load` the load test beside them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs the bounded load test (500 requests,
-# 64 in flight, mid-stream disconnects) against the OpenAI server.
+# with `load` the load test beside them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs
+# the bounded load test (500 requests, 64 in flight, mid-stream disconnects) against the OpenAI server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/ag-out}
@@ -25,19 +25,14 @@ export AG_SITE=/tmp/site_ag
 
 REPO=$PWD
 
+source bench/install_project.sh
+
 install() {
   bash .gpuvllm/install.sh
   # The project installs beside vLLM (not into its folder), so vLLM finds its entry points only where AG_SITE is
-  # on the path: stock-vLLM baselines leave it off. The checkout is never imported bare (passes/ and kernels/
-  # become ascend_graph.passes / .kernels only when installed): nothing of the project runs with the checkout as
-  # its working directory or first on the path.
-  # Built from a copy: a build in the checkout leaves ascend_graph.egg-info there, and any process started in the
-  # checkout would then find the plugin's entry points (seen: a "stock" baseline that ran ascend_graph).
-  rm -rf "$AG_SITE" /tmp/ag-src && mkdir -p /tmp/ag-src && cp -r pyproject.toml README.md ascend_graph passes kernels /tmp/ag-src/
-  (cd /tmp/ag-src && PYTHONPATH=/tmp/site python3 -m pip install -q --no-deps --no-build-isolation --no-index \
-    --target "$AG_SITE" .) >"$OUT/pip_install.log" 2>&1 || { tail -20 "$OUT/pip_install.log"; exit 1; }
-  # The tests run from a copy too: pytest puts the folder above tests/ first on the path.
-  rm -rf /tmp/ag-tests && mkdir -p /tmp/ag-tests && cp -r pyproject.toml tests /tmp/ag-tests/
+  # on the path: stock-vLLM baselines leave it off; nothing of the project runs with the checkout as its working
+  # directory or first on the path.
+  PYTHONPATH=/tmp/site install_project "$AG_SITE" "$OUT/pip_install.log"
 }
 
 gpu_tests() {  # the gpu_vllm tests matching -k "$1", against the installed project and the bundle

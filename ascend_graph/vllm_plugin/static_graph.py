@@ -37,6 +37,7 @@ from ..counters import Count, bump
 from ..device import get_device
 from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
 from ..verify import VerifyResult, compare_outputs
+from .options import parse_additional_config, verify_requested
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
@@ -75,8 +76,6 @@ def _keep_allocator_cache() -> Iterator[None]:
 class AscendGraphStaticWrapper:
     def __new__(cls, runnable: Any, vllm_config: Any, *args: Any, **kwargs: Any) -> Any:
         """`graph_runner: "vllm"` (the baseline) gets the host platform's own wrapper (vLLM's CUDAGraphWrapper)."""
-        from .options import parse_additional_config
-
         if parse_additional_config(getattr(vllm_config, "additional_config", None))["graph_runner"] == "vllm":
             from vllm.platforms import current_platform
             from vllm.utils.import_utils import resolve_obj_by_qualname
@@ -99,8 +98,6 @@ class AscendGraphStaticWrapper:
         self.captures: dict[Any, Capture] = {}
         self.eager_descriptors: dict[Any, SizeFallback] = {}  # capture failed or came too late: served eagerly
         self.capture_sizes = tuple(vllm_config.compilation_config.cudagraph_capture_sizes or ())
-        from .options import parse_additional_config, verify_requested
-
         self.verify = verify_requested(parse_additional_config(getattr(vllm_config, "additional_config", None)))
         bump(Count.GRAPH_WRAPPERS)  # one per captured unit: 1 for whole-model graphs, one per piece otherwise
 
