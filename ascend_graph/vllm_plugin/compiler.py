@@ -26,7 +26,7 @@ from vllm.utils.import_utils import resolve_obj_by_qualname
 
 from ..counters import Count, bump
 from ..passes import apply_passes
-from .options import default_lowering, parse_additional_config, platform_attribute
+from .options import options_of, platform_attribute, platform_default_lowering
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
@@ -88,10 +88,9 @@ class AscendGraphCompiler(CompilerInterface):
     def compute_hash(self, vllm_config: Any) -> str:
         from vllm.platforms import current_platform
 
-        options = parse_additional_config(
-            vllm_config.additional_config, default_lowering=default_lowering(current_platform)
-        )
-        self.passes, self.lowering = tuple(options["passes"]), options["lowering"]
+        options = options_of(vllm_config)
+        self.passes = options.passes
+        self.lowering = options.lowering or platform_default_lowering(current_platform)
         self.on_cpu = current_platform.is_cpu()
         digest = f"ascend_graph-{self.lowering}-v2"
         if self.lowering != "aten":

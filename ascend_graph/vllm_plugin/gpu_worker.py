@@ -5,7 +5,7 @@ from __future__ import annotations
 from vllm.v1.worker.gpu_worker import Worker
 
 from .gpu_runner import AscendGraphGPUModelRunner
-from .options import parse_additional_config, verify_requested
+from .options import options_of
 from .versions import uses_v2_runner
 
 
@@ -21,5 +21,5 @@ class AscendGraphGPUWorker(Worker):
         # vLLM builds its V2 GPUModelRunner here; ours only adds the graphs' capture step and the static sets, so
         # the object is re-classed rather than rebuilt (its construction stays vLLM's own).
         self.model_runner.__class__ = AscendGraphGPUModelRunner
-        options = parse_additional_config(self.vllm_config.additional_config)
-        self.model_runner.setup_ascend_graph(options["mode"], verify_requested(options))
+        options = options_of(self.vllm_config)
+        self.model_runner.setup_ascend_graph(options.mode, options.verify_requested)

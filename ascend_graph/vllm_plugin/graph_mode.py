@@ -9,20 +9,61 @@ from __future__ import annotations
 
 from typing import Any
 
+from .options import AscendGraphOptions, Lowering, options_of, platform_default_lowering, resolve_mode, write_back
+
 COMPILER = "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
+BACKEND = "ascend_graph"  # the compilation backend name the platform sets where ascend_graph compiles
+
+
+def compiles_with_ascend_graph(vllm_config: Any) -> bool:
+    return vllm_config is not None and vllm_config.compilation_config.backend == BACKEND
 
 
 class CompilerMixin:
-    """Put before the host platform class: vLLM compiles with ascend_graph's compiler, whose "host" lowering asks
+    """Put before the host platform class. vLLM asks `get_compile_backend()` twice: for the default backend name
+    when it builds a CompilationConfig (no config in reach then: the host's answer, so that every decision vLLM
+    takes from it stays the host's), and for the compiler class of a backend that is not its own, under the
+    config being compiled (`set_current_vllm_config`): ascend_graph's compiler where the platform set backend
+    "ascend_graph" (the user asked for ascend_graph), else the host's. The "host" lowering asks
     `host_compile_backend()` for the compiler the host platform itself names."""
 
     @classmethod
     def get_compile_backend(cls) -> str:
-        return COMPILER
+        from vllm.config import get_current_vllm_config_or_none
+
+        if compiles_with_ascend_graph(get_current_vllm_config_or_none()):
+            return COMPILER
+        return super().get_compile_backend()  # type: ignore[misc]
 
     @classmethod
     def host_compile_backend(cls) -> str:
         return super().get_compile_backend()  # type: ignore[misc]
+
+
+def choose_custom_ops(vllm_config: Any, inductor_lowerings: tuple[Lowering, ...]) -> None:
+    """For a config that asked for ascend_graph, before vLLM picks its custom-op default (native PyTorch ops for its
+    own "inductor" backend, its C++ kernels for any other): a lowering through vLLM's inductor (`inductor_lowerings`
+    on this platform) takes inductor's default, native ops that inductor fuses; the "aten" lowering takes vLLM's
+    C++ kernels, which no compiler fuses further. Eager runs and an explicit choice of the user's are kept."""
+    options = options_of(vllm_config)
+    custom_ops = vllm_config.compilation_config.custom_ops
+    if not options.enabled or eager_requested(vllm_config) or any(c in custom_ops for c in ("all", "none")):
+        return
+    custom_ops.append("none" if (options.lowering or Lowering.INDUCTOR) in inductor_lowerings else "all")
+
+
+def resolved_options(vllm_config: Any, platform: Any, async_scheduling: bool | None = None) -> AscendGraphOptions:
+    """Parse the user's section (unknown keys or values raise), fill in what the host decides (the platform's
+    default lowering; the mode from vLLM's async scheduling unless `async_scheduling` is None) and write the resolved
+    section back, so that every process reads the same options (`options_of`). Not enabled: nothing is written."""
+    options = AscendGraphOptions.parse(vllm_config.additional_config)
+    if not options.enabled:
+        return options
+    if options.lowering is None:
+        options = options.replace(lowering=platform_default_lowering(platform))
+    if async_scheduling is not None:
+        options = resolve_mode(options, async_scheduling)
+    return write_back(vllm_config, options)
 
 
 def eager_requested(vllm_config: Any) -> bool:
@@ -66,29 +107,28 @@ def check_forward_async_supported(vllm_config: Any) -> None:
 
 
 def configure_host_graph_mode(
-    vllm_config: Any, options: dict[str, Any], host: str, logger: Any, own_runner: bool = True
+    vllm_config: Any, options: AscendGraphOptions, host: str, logger: Any, own_runner: bool = True
 ) -> None:
-    """CUDA and Ascend, after the host platform's own config hook: ascend_graph compiles every piece (its fusion
-    passes, then the lowering) and `mode` picks the step structure: "sync" without async scheduling,
-    "forward-async" with it (the host prepares step N+1 while the graph of step N runs and sampled tokens stay on
-    the device). Who captures and replays is `graph_runner`'s choice, applied by the platform: ascend_graph's own
-    wrapper and worker, or the host's (vLLM's CUDAGraphWrapper and runner, vllm-ascend's ACLGraphWrapper).
-    `own_runner` False: ascend_graph's own runner does not run on this host's configuration (Ascend without
-    vllm-ascend's Model Runner V2), whatever `graph_runner` says."""
+    """CUDA and Ascend, after the host platform's own config hook, for a user who asked for ascend_graph: it
+    compiles every piece (its fusion passes, then the lowering); the step structure is vLLM's async scheduling as
+    vLLM or the user set it ("sync" without, "forward-async" with: the host prepares step N+1 while the graph of
+    step N runs and sampled tokens stay on the device; `resolve_mode` refuses a contradiction). Who captures and
+    replays is `graph_runner`'s choice, applied by the platform: ascend_graph's own wrapper and worker, or the
+    host's (vLLM's CUDAGraphWrapper and runner, vllm-ascend's ACLGraphWrapper). `own_runner` False: ascend_graph's
+    own runner does not run on this host's configuration (Ascend without vllm-ascend's Model Runner V2)."""
     if eager_requested(vllm_config):
         logger.info("ascend_graph on %s: graph mode off (eager requested)", host)
         return
-    vllm_config.compilation_config.backend = "ascend_graph"  # any non-inductor name: vLLM asks get_compile_backend()
-    if options["mode"] == "forward-async":
+    vllm_config.compilation_config.backend = BACKEND  # not vLLM's own name: vLLM asks get_compile_backend()
+    if options.forward_async:
         check_forward_async_supported(vllm_config)
-    vllm_config.scheduler_config.async_scheduling = options["mode"] == "forward-async"
     logger.info(
         "ascend_graph on %s: graph mode on (%s, %s lowering, graphs captured and replayed by %s), "
         "cudagraph_mode %s, capture sizes %s",
         host,
-        options["mode"],
-        options["lowering"],
-        "ascend_graph" if own_runner and options["graph_runner"] == "ascend_graph" else "the host's runner",
+        options.mode,
+        options.lowering,
+        "ascend_graph" if own_runner and options.own_runner else "the host's runner",
         vllm_config.compilation_config.cudagraph_mode,
         vllm_config.compilation_config.cudagraph_capture_sizes,
     )

@@ -33,7 +33,7 @@ from vllm_ascend.worker.v2.model_runner import NPUModelRunner
 from vllm_ascend.worker.worker import NPUWorker
 
 from .gpu_runner import CaptureLoop, StaticSetGraphs, StaticSetsRunner
-from .options import parse_additional_config, verify_requested
+from .options import options_of
 
 HOST_WORKER = "vllm_ascend.worker.worker.NPUWorker"
 
@@ -117,5 +117,5 @@ class AscendGraphNPUWorker(NPUWorker):
                 "VLLM_USE_V2_MODEL_RUNNER=1, or additional_config.ascend_graph.graph_runner='vllm'"
             )
         self.model_runner.__class__ = AscendGraphNPUModelRunner  # re-classed, as on CUDA (gpu_worker.py)
-        options = parse_additional_config(self.vllm_config.additional_config, default_lowering="host")
-        self.model_runner.setup_ascend_graph(options["mode"], verify_requested(options))
+        options = options_of(self.vllm_config)
+        self.model_runner.setup_ascend_graph(options.mode, options.verify_requested)

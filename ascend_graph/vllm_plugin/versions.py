@@ -27,8 +27,8 @@ def parse(version: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
-def unsupported_reason(version: str) -> str | None:
-    """Why this vLLM version is outside the supported range, or None."""
+def unsupported_reason(version: str, lane: str = "") -> str | None:
+    """Why this vLLM version is outside the supported range (of `lane`: "cpu", "cuda", "npu"), or None."""
     major_minor = parse(version)[:2]
     if OLDEST[:2] <= major_minor <= NEWEST[:2]:  # any patch release of a supported minor version
         return None

