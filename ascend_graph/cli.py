@@ -84,11 +84,22 @@ def inspect_command(argv: list[str]) -> int:
     parser.add_argument("--verify", action="store_true", help="replay each size against eager (shadow verifier)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     args = parser.parse_args(argv)
-    sizes = [int(size) for size in args.capture_sizes.split(",")]
+    sizes = _capture_sizes(parser, args.capture_sizes)
     options = {"capture_sizes": sizes, "lowering": args.lowering, "device": args.device, "verify": args.verify}
     result = inspect(**options)
     print(json.dumps(result, indent=1) if args.json else format_inspection(result))
     return 0
+
+
+def _capture_sizes(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; anything else ends the command with argparse's usage error naming what is allowed."""
+    try:
+        sizes = [int(size) for size in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(size < 1 for size in sizes):
+        parser.error(f"--capture-sizes {text!r}: expected positive integers separated by commas, e.g. 1,2,4,8")
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:

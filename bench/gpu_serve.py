@@ -37,12 +37,16 @@ AG = "--additional-config"
 CONFIGS: dict[str, tuple[bool, list[str]]] = {  # name -> (ascend_graph on the path, server arguments)
     "eager": (False, ["--enforce-eager"]),
     "stock": (False, []),
-    "ag-sync": (True, [AG, '{"ascend_graph": {"mode": "sync"}}']),
+    "ag-noopts": (True, []),  # installed, not asked for: must serve as stock vLLM does
+    "ag-sync": (True, ["--no-async-scheduling", AG, '{"ascend_graph": {"mode": "sync"}}']),
     "ag-forward-async": (True, [AG, '{"ascend_graph": {"mode": "forward-async"}}']),
     "ag-forward-async-passes": (True, [AG, '{"ascend_graph": {"mode": "forward-async", "passes": "all"}}']),
     # ablation: what separates the figures above
     "stock-no-async": (False, ["--no-async-scheduling"]),
-    "ag-compiler-vllm-runner-sync": (True, [AG, '{"ascend_graph": {"mode": "sync", "graph_runner": "vllm"}}']),
+    "ag-compiler-vllm-runner-sync": (
+        True,
+        ["--no-async-scheduling", AG, '{"ascend_graph": {"mode": "sync", "graph_runner": "vllm"}}'],
+    ),
     "ag-compiler-vllm-runner-async": (
         True,
         [AG, '{"ascend_graph": {"mode": "forward-async", "graph_runner": "vllm"}}'],

@@ -68,3 +68,15 @@ def test_inspect_prints_sizes_memory_passes_and_verification(capsys: pytest.Capt
     assert main(["inspect", "--capture-sizes", "2,4"]) == 0
     text = capsys.readouterr().out
     assert "passes applied:" in text and "static KiB" in text and "fallbacks: none" in text
+
+
+@pytest.mark.parametrize("sizes", ["1,x", "", "0,2", "2,-4"])
+def test_inspect_refuses_bad_capture_sizes_with_a_usage_error(capsys: pytest.CaptureFixture[str], sizes: str) -> None:
+    """A bad --capture-sizes ends with argparse's usage error (exit status 2) naming the value and the expected
+    form, not a traceback (at 9a9c1a4: ValueError from int('x'))."""
+    from ascend_graph.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", "--capture-sizes", sizes])
+    assert exit_info.value.code == 2
+    assert f"--capture-sizes {sizes!r}: expected positive integers separated by commas" in capsys.readouterr().err
