@@ -1,0 +1,166 @@
+"""The decode linear ops (kernels/decode_ops.py): schema and fake implementations, the errors bad input gets, the
+tuning table's defaults, the Triton kernel's maths on the CPU through Triton's interpreter, and (GPU-marked) the
+Triton kernel on CUDA against the reference at the Qwen3-0.6B / 8B shapes for 1, 2, 4 and 8 tokens."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from ascend_graph.kernels import decode_ops
+from ascend_graph.kernels.decode_tuning import HOPPER_SMS, DecodeConfig, autotune_candidates, default_config
+
+# float32: summation order only. bfloat16: the GEMV's output is rounded once (as cuBLAS rounds it); a different
+# summation order can move it by one unit in the last place (2^-8 relative), and SiLU-mul or the residual add after
+# it by one more: two allowed, plus an absolute term for outputs near zero (the weights are scaled so that
+# outputs are of order 1, as in a model).
+TOLERANCES = {torch.float32: {"atol": 1e-4, "rtol": 1e-4}, torch.bfloat16: {"atol": 2e-2, "rtol": 1.6e-2}}
+
+
+def decode_cases(device: str, dtype: torch.dtype, hidden: int, out: int, inter: int, tokens: int) -> list:
+    """(name, op, reference, args) for every op and variant at one shape, fresh random values."""
+
+    def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
+        return (torch.randn(*shape, device=device) * scale).to(dtype)
+
+    x, residual = randn(tokens, hidden), randn(tokens, hidden)
+    weight, gate_up = randn(out, hidden, scale=hidden**-0.5), randn(2 * inter, hidden, scale=hidden**-0.5)
+    norm_weight = (1 + 0.1 * torch.randn(hidden, device=device)).to(dtype)
+    down = randn(hidden, inter, scale=inter**-0.5)
+    ops = torch.ops.ascend_graph
+    cases: list[tuple[str, Any, Any, tuple]] = [
+        ("linear", ops.decode_linear, decode_ops.decode_linear_reference, (x, weight, None)),
+        ("linear+residual", ops.decode_linear, decode_ops.decode_linear_reference,
+         (randn(tokens, inter), down, randn(tokens, hidden))),
+        ("gate_up_silu", ops.decode_gate_up_silu, decode_ops.decode_gate_up_silu_reference, (x, gate_up)),
+    ]  # fmt: skip
+    for has_residual, fp32_sum, silu_mul in [(False, False, False), (True, False, False), (True, True, False),
+                                             (False, False, True), (True, True, True)]:  # fmt: skip
+        matrix = gate_up if silu_mul else weight
+        args = (x, residual if has_residual else None, norm_weight, 1e-6, matrix, fp32_sum, silu_mul)
+        name = f"rms_norm_linear(residual={has_residual}, fp32_sum={fp32_sum}, silu_mul={silu_mul})"
+        cases.append((name, ops.rms_norm_linear, decode_ops.rms_norm_linear_reference, args))
+    return cases
+
+
+def assert_close(got: Any, expected: Any, dtype: torch.dtype, name: str) -> None:
+    got = got if isinstance(got, tuple | list) else (got,)
+    expected = expected if isinstance(expected, tuple | list) else (expected,)
+    for value, reference in zip(got, expected, strict=True):
+        assert value.dtype == reference.dtype and value.shape == reference.shape, name
+        torch.testing.assert_close(value, reference, **TOLERANCES[dtype], msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decode_ops_schema_and_fake_implementations(dtype: torch.dtype) -> None:
+    for name, op, reference, args in decode_cases("cpu", dtype, hidden=64, out=48, inter=40, tokens=3):
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
+        assert_close(op(*args), reference(*args), dtype, name)  # the CPU implementation is the reference
+
+
+def test_decode_ops_compute_the_unfused_graph() -> None:
+    x, weight, residual = torch.randn(2, 32), torch.randn(64, 32), torch.randn(2, 32)
+    norm_weight = torch.rand(32) + 0.5
+    gate, up = torch.nn.functional.linear(x, weight).chunk(2, dim=-1)
+    torch.testing.assert_close(
+        torch.ops.ascend_graph.decode_gate_up_silu(x, weight), torch.nn.functional.silu(gate) * up
+    )
+    total = x + residual
+    normed = total * torch.rsqrt(total.pow(2).mean(-1, keepdim=True) + 1e-6) * norm_weight
+    out, new_residual = torch.ops.ascend_graph.rms_norm_linear(x, residual, norm_weight, 1e-6, weight, False, False)
+    torch.testing.assert_close(out, torch.nn.functional.linear(normed, weight))
+    torch.testing.assert_close(new_residual, total)
+    _, copied = torch.ops.ascend_graph.rms_norm_linear(x, None, norm_weight, 1e-6, weight, False, False)
+    assert torch.equal(copied, x) and copied.data_ptr() != x.data_ptr()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: torch.ops.ascend_graph.decode_linear(torch.randn(2, 8), torch.randn(4, 6)), "K = x.shape"),
+        (
+            lambda: torch.ops.ascend_graph.decode_linear(torch.randn(2, 8), torch.randn(4, 8, dtype=torch.bfloat16)),
+            "must share one dtype",
+        ),
+        (lambda: torch.ops.ascend_graph.decode_gate_up_silu(torch.randn(2, 8), torch.randn(5, 8)), "even row count"),
+        (
+            lambda: torch.ops.ascend_graph.rms_norm_linear(
+                torch.randn(2, 8), None, torch.ones(7), 1e-6, torch.randn(4, 8), False, False
+            ),
+            r"norm_weight must be \[8\]",
+        ),
+    ],
+)
+def test_decode_ops_name_what_is_wrong(call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_tuning_defaults_fill_hopper_and_refuse_bad_blocks() -> None:
+    lm_head, o_proj = default_config(151936, 1024), default_config(1024, 2048)
+    assert lm_head.block_n == 64 and -(-151936 // 64) >= 2 * HOPPER_SMS
+    assert o_proj.block_n == 16  # as many programs as a 1024-row weight allows
+    assert default_config(4096, 12288).block_k == 256 and default_config(8, 40).block_k == 32
+    assert autotune_candidates(4096, 1024)[0] == default_config(4096, 1024)
+    with pytest.raises(ValueError, match="block_n must be a power of two"):
+        DecodeConfig(block_n=24, block_k=64)
+
+
+INTERPRETER_CHECK = """
+import numpy as np
+import torch
+import triton.language as tl
+from triton.runtime import interpreter
+
+# Triton's interpreter multiplies bfloat16 dot operands as their raw uint16 bits (numpy has no bfloat16): widen
+# them to float32 first, which is what the tensor cores compute (exact products, float32 sums).
+_dot = interpreter.InterpreterBuilder.create_dot
+def _widening_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+    widen = lambda h: interpreter.TensorHandle(
+        interpreter._convert_float(h.data, h.dtype.scalar, tl.float32, None).view(np.float32).reshape(h.data.shape),
+        tl.float32) if h.dtype.scalar == tl.bfloat16 else h
+    return _dot(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+interpreter.InterpreterBuilder.create_dot = _widening_dot
+
+# It also rounds float32 to bfloat16 by truncation, the GPU to nearest even: round to nearest even here too, or
+# a chain of roundings (norm, weight, GEMV, silu, product) drifts by several units in the last place.
+_cast = interpreter.InterpreterBuilder.cast_impl
+def _nearest_cast(self, src, dst_type):
+    if src.dtype.scalar != tl.float32 or dst_type.scalar != tl.bfloat16:
+        return _cast(self, src, dst_type)
+    bits = np.asarray(src.data, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return interpreter.TensorHandle(rounded, tl.bfloat16)
+interpreter.InterpreterBuilder.cast_impl = _nearest_cast
+
+from tests.kernels.test_decode_linear import assert_close, decode_cases
+from ascend_graph.kernels import decode_triton as dt
+launchers = {"decode_linear": dt.decode_linear_cuda, "decode_gate_up_silu": dt.decode_gate_up_silu_cuda,
+             "rms_norm_linear": dt.rms_norm_linear_cuda}
+torch.manual_seed(0)
+checked = 0
+for dtype in (torch.float32, torch.bfloat16):
+    for tokens in (1, 3, 8):
+        # K = 100: the K loop runs twice (block_k 64) with a masked tail; N = 80: five programs of 16 rows.
+        for name, op, reference, args in decode_cases("cpu", dtype, hidden=100, out=80, inter=40, tokens=tokens):
+            launcher = launchers[op._qualified_op_name.split("::")[1]]
+            assert_close(launcher(*args), reference(*args), dtype, name)
+            checked += 1
+print("checked", checked)
+"""
+
+
+def test_decode_kernel_maths_under_the_interpreter() -> None:
+    pytest.importorskip("triton")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", INTERPRETER_CHECK], env=env, cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "checked 48" in done.stdout
