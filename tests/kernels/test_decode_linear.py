@@ -164,3 +164,59 @@ def test_decode_kernel_maths_under_the_interpreter() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "checked 48" in done.stdout
+
+
+# (hidden, q size, qkv out, intermediate) of the decode layer sites; the lm_head's vocabulary.
+QWEN3_SITES = {"qwen3-0.6b": (1024, 2048, 4096, 3072), "qwen3-8b": (4096, 4096, 6144, 12288)}
+VOCAB = 151936
+
+
+def model_cases(shape: str, tokens: int) -> list:
+    """Every op at the sites it serves in one model, bfloat16: qkv, o_proj, gate_up, down and the lm_head."""
+    hidden, q_size, qkv, inter = QWEN3_SITES[shape]
+    cases = decode_cases("cuda", torch.bfloat16, hidden, out=qkv, inter=inter, tokens=tokens)
+    attn = torch.randn(tokens, q_size, device="cuda", dtype=torch.bfloat16)
+    o_proj = (torch.randn(hidden, q_size, device="cuda") * q_size**-0.5).to(torch.bfloat16)
+    residual = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
+    lm_head = (torch.randn(VOCAB, hidden, device="cuda") * hidden**-0.5).to(torch.bfloat16)
+    hidden_states = torch.randn(tokens, hidden, device="cuda", dtype=torch.bfloat16)
+    linear = torch.ops.ascend_graph.decode_linear
+    cases.append(("o_proj+residual", linear, decode_ops.decode_linear_reference, (attn, o_proj, residual)))
+    cases.append(("lm_head", linear, decode_ops.decode_linear_reference, (hidden_states, lm_head, None)))
+    return cases
+
+
+def cuda_kernels(call: Any) -> list[str]:
+    """Names of the CUDA kernels one call launches."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    return [event.name for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA]
+
+
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device)")
+
+
+@pytest.mark.gpu
+@GPU
+@pytest.mark.parametrize("shape", sorted(QWEN3_SITES))
+@pytest.mark.parametrize("tokens", [1, 2, 4, 8])
+def test_decode_kernels_equal_the_reference_on_cuda(shape: str, tokens: int) -> None:
+    from ascend_graph.kernels import DEVICE_KERNELS
+
+    assert DEVICE_KERNELS.get("cuda") == "triton", DEVICE_KERNELS
+    torch.manual_seed(tokens)
+    for name, op, reference, args in model_cases(shape, tokens):
+        assert_close(op(*args), reference(*args), torch.bfloat16, f"{shape} x{tokens} {name}")
+
+
+@pytest.mark.gpu
+@GPU
+def test_each_decode_op_is_one_triton_kernel_on_cuda() -> None:
+    torch.manual_seed(0)
+    for name, op, _, args in model_cases("qwen3-0.6b", 4):
+        kernels = cuda_kernels(lambda op=op, args=args: op(*args))
+        assert len(kernels) == 1 and "_decode_linear_kernel" in kernels[0], (name, kernels)
