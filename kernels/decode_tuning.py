@@ -71,15 +71,15 @@ def config_for(n: int, k: int, table: Mapping[tuple[int, int], DecodeConfig] = T
 
 
 def autotune_candidates(n: int, k: int) -> list[DecodeConfig]:
-    """The few configurations `bench/decode_kernels.py --autotune` tries for one shape, the default first."""
-    candidates = [default_config(n, k)]
+    """The few configurations `bench/decode_kernels.py --autotune` tries for one shape, the default first: each
+    costs a compilation, so the set is small (row blocks x K blocks, and the default one stage deeper)."""
+    default = default_config(n, k)
+    candidates = [default, DecodeConfig(default.block_n, default.block_k, default.num_warps, default.num_stages + 1)]
     for block_n in (16, 32, 64):
-        for block_k in (128, 256, 512):
-            for num_stages in (2, 4):
-                if block_k > max(MIN_BLOCK, k):
-                    continue
-                warps = 8 if block_n * block_k >= 64 * 256 else 4
-                config = DecodeConfig(block_n, block_k, warps, num_stages)
-                if config not in candidates:
-                    candidates.append(config)
+        for block_k in (128, 256):
+            if block_k > max(MIN_BLOCK, k):
+                continue
+            config = DecodeConfig(block_n, block_k, 8 if block_n * block_k >= 64 * 256 else 4, 3)
+            if config not in candidates:
+                candidates.append(config)
     return candidates
