@@ -49,6 +49,7 @@ VOCAB = 151936
 TOKENS = [1, 2, 4, 8, 16, 32]
 ROTATION_BYTES = 256 << 20  # weight bytes each graph rotates over: five times the H100's 50 MB L2
 EPS = 1e-6
+DEVICE = "cuda"  # the CPU lane's test of this module swaps in "cpu" (Triton's interpreter)
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,12 @@ class Inputs:
 def make_weights(site: Site) -> list[torch.Tensor]:
     nbytes = site.rows * site.k * 2
     copies = max(1, math.ceil(ROTATION_BYTES / nbytes))
-    return [torch.randn(site.rows, site.k, device="cuda", dtype=torch.bfloat16) * site.k**-0.5 for _ in range(copies)]
+    return [torch.randn(site.rows, site.k, device=DEVICE, dtype=torch.bfloat16) * site.k**-0.5 for _ in range(copies)]
 
 
 def make_inputs(site: Site, tokens: int, weights: list[torch.Tensor]) -> Inputs:
     def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+        return torch.randn(*shape, device=DEVICE, dtype=torch.bfloat16)
 
     norm_weight = 1 + 0.1 * randn(site.k)
     return Inputs(randn(tokens, site.k), randn(tokens, site.k), randn(tokens, site.out), norm_weight, weights)
@@ -163,17 +164,23 @@ def time_per_call(call: Call, weights: list[torch.Tensor], reps: int, trials: in
 
 
 def autotune(site: Site, weights: list[torch.Tensor], reps: int, trials: int) -> dict[str, Any]:
-    """Time each candidate config of the site's main Triton variant at 1 and 8 tokens; the best by their sum."""
+    """Time each candidate config of the site's main Triton variant at 1 and 8 tokens; the best by their sum. A
+    candidate that does not compile or launch here (too much shared memory for its stages) is recorded as such."""
     variant = "triton" if site.kind == "lm_head" else "triton_fused"
-    tried = []
+    tried: list[dict[str, Any]] = []
     for config in autotune_candidates(site.out, site.k):
-        seconds = []
-        for tokens in (1, 8):
-            call = variant_calls(site, make_inputs(site, tokens, weights), config)[variant]
-            seconds.append(time_per_call(call, weights, reps, trials))
-        tried.append({"config": asdict(config), "us_1": seconds[0] * 1e6, "us_8": seconds[1] * 1e6})
-    best = min(tried, key=lambda entry: entry["us_1"] + entry["us_8"])
-    return {"site": asdict(site), "variant": variant, "candidates": tried, "best": best["config"]}
+        entry: dict[str, Any] = {"config": asdict(config)}
+        try:
+            for tokens in (1, 8):
+                call = variant_calls(site, make_inputs(site, tokens, weights), config)[variant]
+                entry[f"us_{tokens}"] = time_per_call(call, weights, reps, trials) * 1e6
+        except Exception as error:  # noqa: BLE001  (Triton's OutOfResources and compile errors have no common base)
+            entry["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+            torch.cuda.synchronize()
+        tried.append(entry)
+    timed = [entry for entry in tried if "error" not in entry]
+    best = min(timed, key=lambda entry: entry["us_1"] + entry["us_8"])["config"] if timed else None
+    return {"site": asdict(site), "variant": variant, "candidates": tried, "best": best}
 
 
 def measure_site(site: Site, args: argparse.Namespace, tuned: DecodeConfig | None) -> list[dict[str, Any]]:
@@ -247,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.autotune:
             found = autotune(site, make_weights(site), args.reps, args.trials)
             result["autotune"].append(found)
-            tuned = DecodeConfig(**found["best"])
+            tuned = DecodeConfig(**found["best"]) if found["best"] else None
         result["rows"] += measure_site(site, args, tuned)
         torch.cuda.empty_cache()
         print(f"{site.model} {site.kind}: done at {time.perf_counter() - began:.0f} s", flush=True)

@@ -151,6 +151,9 @@ def _decode_linear_kernel(
             BLOCK_K,
         )
     w_rows = w_ptr + cols.to(tl.int64)[:, None] * w_stride
+    # The up half's rows, `up_offset` (= I) rows further (no .to() on the argument: Triton makes an int argument
+    # equal to 1 a compile-time constant).
+    up_rows = w_ptr + (cols.to(tl.int64) + up_offset)[:, None] * w_stride
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -166,7 +169,7 @@ def _decode_linear_kernel(
         else:
             acc = tl.dot(x, tl.trans(w), acc)
         if SILU_MUL:
-            up = tl.load(w_rows + up_offset.to(tl.int64) * w_stride + ks[None, :], mask=w_mask, other=0.0)
+            up = tl.load(up_rows + ks[None, :], mask=w_mask, other=0.0)
             if IEEE:
                 acc_up = tl.dot(x, tl.trans(up), acc_up, input_precision="ieee")
             else:

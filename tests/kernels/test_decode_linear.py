@@ -140,6 +140,18 @@ interpreter.InterpreterBuilder.cast_impl = _nearest_cast
 
 from tests.kernels.test_decode_linear import assert_close, decode_cases
 from ascend_graph.kernels import decode_triton as dt
+from bench import decode_kernels as bench
+
+# The benchmark compares like with like: each site's fused Triton variant computes what its unfused one does.
+bench.DEVICE, bench.ROTATION_BYTES = "cpu", 1
+for site in [bench.Site("m", "qkv", 96, 64), bench.Site("m", "o_proj", 64, 80), bench.Site("m", "gate_up", 96, 64),
+             bench.Site("m", "lm_head", 80, 64)]:
+    weights = bench.make_weights(site)
+    calls = bench.variant_calls(site, bench.make_inputs(site, 3, weights), bench.config_for(site.out, site.k))
+    fused, unfused = ("triton", "cublas") if site.kind == "lm_head" else ("triton_fused", "unfused")
+    got, expected = calls[fused](weights[0])[0], calls[unfused](weights[0])
+    assert_close(got, expected[0] if isinstance(expected, tuple) else expected, torch.bfloat16, site.kind)
+
 launchers = {"decode_linear": dt.decode_linear_cuda, "decode_gate_up_silu": dt.decode_gate_up_silu_cuda,
              "rms_norm_linear": dt.rms_norm_linear_cuda}
 torch.manual_seed(0)
