@@ -13,20 +13,32 @@ weight element is read once; there is no split-K and no second pass.
 - Residual epilogue: the accumulator rounded to the dtype, plus the residual, rounded.
 
 Calls the kernel does not take (more than MAX_TOKENS tokens, a weight whose last dimension is not contiguous, x
-not viewable as [M, K] rows) go to the reference, i.e. cuBLAS through F.linear: correct, not fused.
+not viewable as [M, K] rows) go to the reference, i.e. cuBLAS through F.linear: correct, not fused; so does a call
+whose kernel cannot be built on this device (logged once per reason).
 Runs on CPU tensors under TRITON_INTERPRET=1 (how the CPU lane checks the maths).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+from typing import Any
+
 import torch
 import triton
 import triton.language as tl
+from triton.compiler.errors import CompilationError
+from triton.runtime.errors import OutOfResources, PTXASError
 
 from . import decode_ops as ops
 from .decode_tuning import DecodeConfig, config_for
 
+logger = logging.getLogger(__name__)
+
 MAX_TOKENS = 32  # beyond this many tokens a GEMM (cuBLAS) is the right kernel, not a GEMV
+# What a launch that cannot build its kernel here raises (a tuned config too big for this device's shared memory):
+# the call then runs the reference, with one logged reason.
+BUILD_ERRORS = (CompilationError, OutOfResources, PTXASError)
 
 
 @triton.jit
@@ -264,20 +276,33 @@ def launch(
     return out, total
 
 
+@functools.lru_cache(maxsize=64)
+def _warn_once(reason: str) -> None:
+    logger.warning("ascend_graph decode kernel not built, the reference runs instead: %s", reason)
+
+
+def _launch_or_none(x: torch.Tensor, weight: torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, Any] | None:
+    """`launch`, or None (logged once per reason) when the kernel cannot be built for this call's shape here."""
+    try:
+        return launch(x, weight, **kwargs)
+    except BUILD_ERRORS as error:
+        flags = sorted(key for key, value in kwargs.items() if value is not None and value is not False)
+        _warn_once(f"weight {tuple(weight.shape)}, {x.dtype}, {flags}: {type(error).__name__}: {error}")
+        return None
+
+
 def decode_linear_cuda(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
     ops.check_linear("decode_linear", x, weight, residual)
     shape_ok = residual is None or residual.shape == (*x.shape[:-1], weight.shape[0])
-    if not shape_ok or not _takes(x, weight, residual):
-        return ops.decode_linear_reference(x, weight, residual)
-    return launch(x, weight, add=residual)[0]
+    launched = _launch_or_none(x, weight, add=residual) if shape_ok and _takes(x, weight, residual) else None
+    return ops.decode_linear_reference(x, weight, residual) if launched is None else launched[0]
 
 
 def decode_gate_up_silu_cuda(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     ops.check_linear("decode_gate_up_silu", x, weight)
     ops.check_gate_up("decode_gate_up_silu", weight)
-    if not _takes(x, weight):
-        return ops.decode_gate_up_silu_reference(x, weight)
-    return launch(x, weight, silu_mul=True)[0]
+    launched = _launch_or_none(x, weight, silu_mul=True) if _takes(x, weight) else None
+    return ops.decode_gate_up_silu_reference(x, weight) if launched is None else launched[0]
 
 
 def rms_norm_linear_cuda(
@@ -296,9 +321,12 @@ def rms_norm_linear_cuda(
     if not usable or residual is not None and residual.shape != x.shape or not _takes(x, weight, residual):
         return ops.rms_norm_linear_reference(*args)  # also raises the named error on bad input
     ops.check_linear("rms_norm_linear", x, weight, residual, norm_weight)
-    out, total = launch(
+    launched = _launch_or_none(
         x, weight, residual=residual, norm_weight=norm_weight, eps=eps, fp32_sum=fp32_sum, silu_mul=silu_mul
     )
+    if launched is None:
+        return ops.rms_norm_linear_reference(*args)
+    out, total = launched
     assert total is not None
     return out, total
 
