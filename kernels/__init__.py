@@ -11,6 +11,11 @@ triton imports), torch_npu's fused ops for the NPU (where torch_npu imports; UNV
 | `add_rms_norm(x, residual, weight, eps, fp32_sum)` | (RMSNorm(x + r), x + r) | Triton | npu_add_rms_norm |
 | `rms_norm_rope(x, weight, cos, sin, eps)` | RoPE(RMSNorm(x)) per head | Triton | npu_rms_norm + npu_rotary_mul |
 | `silu_and_mul(gate, up)` | silu(gate) * up | Triton | npu_swiglu |
+| `decode_linear(x, weight, residual)` | F.linear (+ residual), M <= 32 tokens | Triton GEMV | npu_fused_matmul (add) |
+| `decode_gate_up_silu(x, weight)` | silu_and_mul(F.linear(x, [Wg; Wu])) | Triton GEMV | F.linear + npu_swiglu |
+| `rms_norm_linear(x, r, nw, eps, w, ...)` | (F.linear(RMSNorm(x + r)), x + r) | Triton | norm, F.linear |
+
+The decode ops are described in `kernels/decode_ops.py`; their block sizes in `kernels/decode_tuning.py`.
 """
 
 from __future__ import annotations
@@ -18,13 +23,23 @@ from __future__ import annotations
 import importlib.util
 import logging
 
+from .decode_ops import decode_gate_up_silu, decode_linear, rms_norm_linear
 from .norm import add_rms_norm, rms_norm
 from .rope import rms_norm_rope
 from .swiglu import silu_and_mul
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_rms_norm", "rms_norm", "rms_norm_rope", "silu_and_mul", "DEVICE_KERNELS"]
+__all__ = [
+    "add_rms_norm",
+    "decode_gate_up_silu",
+    "decode_linear",
+    "rms_norm",
+    "rms_norm_linear",
+    "rms_norm_rope",
+    "silu_and_mul",
+    "DEVICE_KERNELS",
+]
 
 # Which device kernels were registered in this process, e.g. {"cuda": "triton"}.
 DEVICE_KERNELS: dict[str, str] = {}
@@ -33,18 +48,20 @@ DEVICE_KERNELS: dict[str, str] = {}
 def _register_device_kernels() -> None:
     if importlib.util.find_spec("triton") is not None:
         try:
-            from . import triton_kernels
+            from . import decode_triton, triton_kernels
         except ImportError as error:  # a triton that does not import beside this torch: reference on CUDA
             logger.warning("ascend_graph.kernels: Triton kernels not registered (%s); CUDA uses the reference", error)
         else:
             triton_kernels.register()
+            decode_triton.register()
             DEVICE_KERNELS["cuda"] = "triton"
     if importlib.util.find_spec("torch_npu") is not None:
         import torch_npu  # noqa: F401  (registers the "npu" device type)
 
-        from . import npu
+        from . import decode_npu, npu
 
         npu.register()
+        decode_npu.register()
         DEVICE_KERNELS["npu"] = "torch_npu (unverified)"
 
 

@@ -1,0 +1,270 @@
+"""Decode-kernel microbenchmark: the Triton decode GEMVs of kernels/decode_triton.py against cuBLAS
+(`torch.nn.functional.linear`) and the unfused ops they replace, per layer site of Qwen3-0.6B and Qwen3-8B and per
+token count, so that a compiler pass can choose the Triton kernel only for the (site, tokens) where it wins.
+
+Variants per site (all bfloat16):
+- `cublas`: F.linear alone, the GEMV the site has today.
+- `unfused`: what the site runs today in full: add+RMSNorm (ascend_graph::add_rms_norm, vLLM's form) + F.linear
+  for qkv; the same + silu_and_mul for gate_up; F.linear + the residual add for o_proj and down (lm_head: none).
+- `triton`: the Triton GEMV alone (ascend_graph::decode_linear without residual).
+- `triton_fused`: the site's fused op: rms_norm_linear for qkv, rms_norm_linear(silu_mul) for gate_up,
+  decode_linear(residual) for o_proj and down (lm_head: none).
+
+Timing: each variant is captured in one CUDA graph that calls it once per weight copy, rotating over enough copies
+(>= 256 MB in all) that the weights cannot stay in the 50 MB L2 between calls, as in a model's step; the graph is
+replayed `--reps` times per trial, the median trial over `--trials` gives the time per call, which includes the
+graph's per-node cost (about a microsecond each), as it does in a model. Effective weight bandwidth = bytes of the
+weight / time per call. The copy bandwidth of the same device is recorded beside it.
+
+    python -m bench.decode_kernels --out $OUT/decode_kernels.json            # < 3 minutes on an H100
+    python -m bench.decode_kernels --autotune --out $OUT/decode_kernels.json # also tries a few block sizes per site
+
+With --autotune the Triton variants run with the best configuration found at 1 and 8 tokens; every candidate's
+time is in the JSON (`autotune`), to be copied into kernels/decode_tuning.py's TUNED table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ascend_graph.kernels import decode_triton
+from ascend_graph.kernels.decode_tuning import DecodeConfig, autotune_candidates, config_for
+
+from bench.common import environment
+from bench.decode_step import copy_bandwidth
+
+# (hidden, q size, qkv out, intermediate) of each model; the lm_head's vocabulary.
+MODELS = {"qwen3-0.6b": (1024, 2048, 4096, 3072), "qwen3-8b": (4096, 4096, 6144, 12288)}
+VOCAB = 151936
+TOKENS = [1, 2, 4, 8, 16, 32]
+ROTATION_BYTES = 256 << 20  # weight bytes each graph rotates over: five times the H100's 50 MB L2
+EPS = 1e-6
+DEVICE = "cuda"  # the CPU lane's test of this module swaps in "cpu" (Triton's interpreter)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One linear layer site: its weight is [rows, k]; `kind` says what is fused around it."""
+
+    model: str
+    kind: str  # "qkv", "o_proj", "gate_up", "down", "lm_head"
+    rows: int
+    k: int
+
+    @property
+    def out(self) -> int:
+        return self.rows // 2 if self.kind == "gate_up" else self.rows
+
+
+def sites(models: list[str]) -> list[Site]:
+    found = []
+    for model in models:
+        hidden, q_size, qkv, inter = MODELS[model]
+        found += [
+            Site(model, "qkv", qkv, hidden),
+            Site(model, "o_proj", hidden, q_size),
+            Site(model, "gate_up", 2 * inter, hidden),
+            Site(model, "down", hidden, inter),
+            Site(model, "lm_head", VOCAB, hidden),
+        ]
+    return found
+
+
+@dataclass
+class Inputs:
+    """Everything one site's variants read at one token count; `weights` are the rotated copies."""
+
+    x: torch.Tensor
+    residual_in: torch.Tensor
+    residual_out: torch.Tensor
+    norm_weight: torch.Tensor
+    weights: list[torch.Tensor]
+
+
+def make_weights(site: Site) -> list[torch.Tensor]:
+    nbytes = site.rows * site.k * 2
+    copies = max(1, math.ceil(ROTATION_BYTES / nbytes))
+    return [torch.randn(site.rows, site.k, device=DEVICE, dtype=torch.bfloat16) * site.k**-0.5 for _ in range(copies)]
+
+
+def make_inputs(site: Site, tokens: int, weights: list[torch.Tensor]) -> Inputs:
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device=DEVICE, dtype=torch.bfloat16)
+
+    norm_weight = 1 + 0.1 * randn(site.k)
+    return Inputs(randn(tokens, site.k), randn(tokens, site.k), randn(tokens, site.out), norm_weight, weights)
+
+
+Call = Callable[[torch.Tensor], Any]  # one call of a variant on one weight copy
+
+
+def variant_calls(site: Site, inputs: Inputs, config: DecodeConfig) -> dict[str, Call]:
+    """The variants of a site, each as a function of the weight copy."""
+    ops = torch.ops.ascend_graph
+    x, res_in, res_out, nw = inputs.x, inputs.residual_in, inputs.residual_out, inputs.norm_weight
+    calls: dict[str, Call] = {
+        "cublas": lambda w: F.linear(x, w),
+        "triton": lambda w: decode_triton.launch(x, w, config=config),
+    }
+    if site.kind in ("qkv", "gate_up"):
+        silu = site.kind == "gate_up"
+
+        def unfused(w: torch.Tensor) -> Any:
+            normed, _ = ops.add_rms_norm(x, res_in, nw, EPS, True)
+            out = F.linear(normed, w)
+            return ops.silu_and_mul(out[:, : site.out], out[:, site.out :]) if silu else out
+
+        calls["unfused"] = unfused
+        calls["triton_fused"] = lambda w: decode_triton.launch(
+            x, w, residual=res_in, norm_weight=nw, eps=EPS, fp32_sum=True, silu_mul=silu, config=config
+        )
+        if silu:  # the plain GEMV of gate_up has 2I outputs: its own config
+            calls["triton"] = lambda w: decode_triton.launch(x, w, config=config_for(site.rows, site.k))
+    elif site.kind in ("o_proj", "down"):
+        calls["unfused"] = lambda w: F.linear(x, w) + res_out
+        calls["triton_fused"] = lambda w: decode_triton.launch(x, w, add=res_out, config=config)
+    return calls
+
+
+def time_per_call(call: Call, weights: list[torch.Tensor], reps: int, trials: int) -> float:
+    """Seconds per call: a CUDA graph calls it once per weight copy; median over trials of `reps` replays."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for weight in weights[:2]:  # compile and warm up outside the capture
+            call(weight)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for weight in weights:
+            call(weight)
+    for _ in range(3):
+        graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(trials):
+        start.record()
+        for _ in range(reps):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3 / (reps * len(weights)))
+    del graph
+    return statistics.median(times)
+
+
+def autotune(site: Site, weights: list[torch.Tensor], reps: int, trials: int) -> dict[str, Any]:
+    """Time each candidate config of the site's main Triton variant at 1 and 8 tokens; the best by their sum. A
+    candidate that does not compile or launch here (too much shared memory for its stages) is recorded as such."""
+    variant = "triton" if site.kind == "lm_head" else "triton_fused"
+    tried: list[dict[str, Any]] = []
+    for config in autotune_candidates(site.out, site.k):
+        entry: dict[str, Any] = {"config": asdict(config)}
+        try:
+            for tokens in (1, 8):
+                call = variant_calls(site, make_inputs(site, tokens, weights), config)[variant]
+                entry[f"us_{tokens}"] = time_per_call(call, weights, reps, trials) * 1e6
+        except Exception as error:  # noqa: BLE001  (Triton's OutOfResources and compile errors have no common base)
+            entry["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+            torch.cuda.synchronize()
+        tried.append(entry)
+    timed = [entry for entry in tried if "error" not in entry]
+    best = min(timed, key=lambda entry: entry["us_1"] + entry["us_8"])["config"] if timed else None
+    return {"site": asdict(site), "variant": variant, "candidates": tried, "best": best}
+
+
+def measure_site(site: Site, args: argparse.Namespace, tuned: DecodeConfig | None) -> list[dict[str, Any]]:
+    weights = make_weights(site)
+    weight_bytes = weights[0].numel() * weights[0].element_size()
+    config = tuned or config_for(site.out, site.k)
+    rows = []
+    for tokens in args.tokens:
+        inputs = make_inputs(site, tokens, weights)
+        for variant, call in variant_calls(site, inputs, config).items():
+            seconds = time_per_call(call, weights, args.reps, args.trials)
+            rows.append({
+                **asdict(site), "tokens": tokens, "variant": variant, "us": seconds * 1e6,
+                "weight_bytes": weight_bytes, "weight_bytes_per_s": weight_bytes / seconds, "copies": len(weights),
+                "config": asdict(config) if variant.startswith("triton") else None,
+            })  # fmt: skip
+    return rows
+
+
+def winners(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, site, tokens): the fastest variant, and the fused kernel's speed-up over today's sequence."""
+    table: dict[tuple[str, str, int], dict[str, float]] = {}
+    for row in rows:
+        table.setdefault((row["model"], row["kind"], row["tokens"]), {})[row["variant"]] = row["us"]
+    summary = []
+    for (model, kind, tokens), times in sorted(table.items()):
+        today = times.get("unfused", times["cublas"])
+        fused = times.get("triton_fused", times["triton"])
+        summary.append({
+            "model": model, "kind": kind, "tokens": tokens, "fastest": min(times, key=times.__getitem__),
+            "today_us": today, "fused_us": fused, "speedup": today / fused,
+        })  # fmt: skip
+    return summary
+
+
+def print_summary(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
+    bandwidth = {(r["model"], r["kind"], r["tokens"], r["variant"]): r["weight_bytes_per_s"] for r in rows}
+    print(f"{'model':<11} {'site':<8} {'M':>3} {'today us':>9} {'fused us':>9} {'x':>5}  cublas/triton TB/s  fastest")
+    for s in summary:
+        key = (s["model"], s["kind"], s["tokens"])
+        rates = f"{bandwidth[(*key, 'cublas')] / 1e12:5.2f}/{bandwidth[(*key, 'triton')] / 1e12:5.2f}"
+        print(f"{s['model']:<11} {s['kind']:<8} {s['tokens']:>3} {s['today_us']:9.2f} {s['fused_us']:9.2f} "
+              f"{s['speedup']:5.2f}  {rates:>18}  {s['fastest']}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=sorted(MODELS), choices=sorted(MODELS))
+    parser.add_argument("--tokens", nargs="+", type=int, default=TOKENS)
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--autotune", action="store_true")
+    parser.add_argument("--out", default=".out/decode_kernels.json")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU: this benchmark times CUDA kernels")
+    if max(args.tokens) > decode_triton.MAX_TOKENS:
+        parser.error(f"--tokens at most {decode_triton.MAX_TOKENS}, the most the Triton kernel takes")
+    began = time.perf_counter()
+    result: dict[str, Any] = {
+        "benchmark": "decode GEMV kernels: Triton (fused) vs cuBLAS + unfused ops, CUDA graphs, rotated weights",
+        "environment": environment(torch.device("cuda")),
+        "args": vars(args),
+        "rotation_bytes": ROTATION_BYTES,
+        "copy_bandwidth_bytes_per_s": copy_bandwidth(torch.device("cuda")),
+        "autotune": [],
+        "rows": [],
+    }
+    for site in sites(args.models):
+        tuned = None
+        if args.autotune:
+            found = autotune(site, make_weights(site), args.reps, args.trials)
+            result["autotune"].append(found)
+            tuned = DecodeConfig(**found["best"]) if found["best"] else None
+        result["rows"] += measure_site(site, args, tuned)
+        torch.cuda.empty_cache()
+        print(f"{site.model} {site.kind}: done at {time.perf_counter() - began:.0f} s", flush=True)
+    result["summary"] = winners(result["rows"])
+    result["seconds"] = time.perf_counter() - began
+    print_summary(result["summary"], result["rows"])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out} ({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
