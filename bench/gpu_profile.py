@@ -1,0 +1,219 @@
+"""Decode-step profiler inside vLLM, side by side with stock vLLM in one device call (issues 24, 25 and 26).
+Run by `bench/gpu_lane.sh profile MODELS CONFIGS BATCHES REPEATS` on the device.
+
+Per model shape, configuration and batch: the decode step time of offline `LLM()` ((time for N tokens - time for
+1) / (N - 1)), kernels and GPU busy time per decode step (torch.profiler, CUDA activity, difference of two runs:
+bench/profile_trace.py), vLLM's capture time and graph memory (its log line; ascend_graph's own report where its
+runner captured), and the kernels that take the step's GPU time. Every configuration runs in its own process with the
+engine in that process (bench/profile_child.py), several processes per configuration, interleaved (stock, A, B,
+stock, A, B, ...): host speed differs between processes, so medians come with their min-max spread. The JSON is
+rewritten after every process; no new process starts once the next one would not finish before --stop-after-s.
+
+    python3 bench/gpu_profile.py --models qwen3-0.6b,qwen3-8b --configs stock,ag-noopts,ag-forward-async \\
+        --batches 1,32 --repeats 3 --out $OUT/profile.json
+    --configs also takes ascend_graph options as JSON: 'stock,fa4=ag:{"mode":"forward-async","decode_steps":4}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0]; its siblings import as bench.*
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, os.environ.get("AG_SITE", str(Path(__file__).resolve().parents[1])))  # the installed project
+
+from bench.common import git_commit  # noqa: E402
+from bench.gpu_serve import CAPTURE_LINE, OUR_CAPTURE_LINE, _env, build_shape_dir  # noqa: E402
+from bench.profile_plan import Job, Record, interleaved_plan, named_configs, parse_configs  # noqa: E402
+from bench.profile_summary import rows, summarize  # noqa: E402
+
+CHILD = Path(__file__).resolve().with_name("profile_child.py")
+
+
+def machine() -> dict[str, Any]:
+    """Device, driver and versions, without a CUDA context in this process (nvidia-smi, package metadata)."""
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "python": sys.version.split()[0],
+    }
+    for package in ("torch", "vllm", "triton"):
+        try:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            info[package] = None
+    try:
+        query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+        info["nvidia_smi"] = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as error:
+        info["nvidia_smi"] = f"unavailable: {error}"
+    return info
+
+
+def capture_lines(log_text: str) -> dict[str, list[dict[str, float]]]:
+    """vLLM's "Graph capturing finished" lines (whole seconds, GiB) and ascend_graph's capture lines."""
+    vllm_lines = [{"seconds": float(s), "gib": float(g)} for s, g in CAPTURE_LINE.findall(log_text)]
+    ours = [
+        {"sizes": int(sizes), "seconds": float(seconds), "pool_gib": float(gib)}
+        for sizes, _kind, _set, seconds, gib in OUR_CAPTURE_LINE.findall(log_text)
+    ]
+    return {"capture_logged": vllm_lines, "ascend_graph_capture_logged": ours}
+
+
+def check_plugin(job: Job, result: dict[str, Any]) -> str | None:
+    """Why this process is no valid figure of its configuration (plugin active where it must not be, or the
+    reverse), or None."""
+    expected = job.config.plugin_expected()
+    active = str(result.get("platform", "")).startswith("AscendGraph")
+    if expected is not None and active != expected:
+        return f"ascend_graph platform active: {active}, expected {expected} for {job.config.name}"
+    return None
+
+
+def run_job(job: Job, index: int, settings: dict[str, Any], work: Path, log_dir: Path, timeout_s: float) -> dict:
+    """One process; its entry for the record: figures (those it finished, if it failed part way) or the error."""
+    tag = f"{index:02d}-{job.model}-{job.config.name}-r{job.repeat}".replace("/", "_").replace(" ", "")
+    result_path = work / f"result-{index}.json"
+    job_path = work / f"job-{index}.json"
+    child = {**settings, "model": job.model, "model_dir": settings["model_dirs"][job.model]}
+    job_path.write_text(json.dumps({**child, "config": job.config.as_dict(), "result_path": str(result_path)}))
+    env = _env(job.config.with_ag)
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    log_path = log_dir / f"{tag}.log"
+    entry: dict[str, Any] = {"model": job.model, "config": job.config.name, "repeat": job.repeat, "index": index}
+    start = time.time()
+    with open(log_path, "w") as log:
+        try:
+            # cwd outside the checkout: nothing of it may be found as an installed distribution
+            done = subprocess.run(
+                [sys.executable, str(CHILD), str(job_path)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=work,
+                timeout=timeout_s,
+            )
+            failure = f"exit status {done.returncode}" if done.returncode else None
+        except subprocess.TimeoutExpired:
+            failure = f"timed out after {timeout_s:.0f} s"
+    entry["wall_s"] = round(time.time() - start, 1)
+    log_text = log_path.read_text(errors="replace")
+    entry.update(capture_lines(log_text))
+    if result_path.exists():
+        entry.update(json.loads(result_path.read_text()))
+    failure = failure or check_plugin(job, entry)
+    if failure:
+        entry["error"] = f"{failure}; log {log_path}:\n{log_text[-2500:]}"
+    return entry
+
+
+def _progress(entry: dict[str, Any], done: int, total: int) -> str:
+    head = f"[{done}/{total}] {entry['model']} {entry['config']} r{entry['repeat']} ({entry['wall_s']} s)"
+    if entry.get("error"):
+        return f"{head} FAILED: {entry['error'].splitlines()[0]}"
+    figures = [
+        f"B={batch}: {min(b['step_ms']):.3f}-{max(b['step_ms']):.3f} ms, "
+        f"{b['profile']['kernels_per_step']:.1f} kernels, busy {b['profile']['busy_ms_per_step']:.3f} ms"
+        for batch, b in entry.get("batches", {}).items()
+    ]
+    return f"{head} startup {entry.get('startup_s')} s; " + "; ".join(figures)
+
+
+def run_plan(jobs: list[Job], settings: dict[str, Any], record: Record, args: argparse.Namespace) -> None:
+    """The jobs in order; none started once the slowest so far would not end before the deadline."""
+    work, log_dir = Path(settings["work"]), Path(args.log_dir or settings["work"])
+    log_dir.mkdir(parents=True, exist_ok=True)
+    deadline, slowest = time.time() + args.stop_after_s, 0.0
+    for index, job in enumerate(jobs):
+        if time.time() + slowest > deadline:
+            left = [f"{j.model}/{j.config.name}/r{j.repeat}" for j in jobs[index:]]
+            record.data["not_run"] = left
+            record.save()
+            print(f"stopping: {len(left)} processes not started (--stop-after-s {args.stop_after_s})", flush=True)
+            return
+        timeout = max(60.0, min(args.process_timeout_s, deadline - time.time()))
+        entry = run_job(job, index, settings, work, log_dir, timeout)
+        slowest = max(slowest, entry["wall_s"])
+        record.add(entry)
+        print(_progress(entry, index + 1, len(jobs)), flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="qwen3-0.6b,qwen3-8b", help="tiny, qwen3-0.6b, qwen3-8b")
+    parser.add_argument("--configs", default="stock,ag-noopts,ag-forward-async")
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--repeats", type=int, default=3, help="processes per configuration and model")
+    parser.add_argument("--tokens", type=int, default=128, help="output tokens of the timed runs")
+    parser.add_argument("--inner", type=int, default=3, help="timed (1, N tokens) pairs per batch per process")
+    parser.add_argument("--profile-steps", type=int, default=33, help="decode steps in the profiled difference")
+    parser.add_argument("--attention", default="TRITON_ATTN", help="attention backend ('' for the platform's)")
+    parser.add_argument("--kv-cache-gib", type=float, default=2.0)
+    parser.add_argument("--stop-after-s", type=float, default=540, help="no new process once it would end later")
+    parser.add_argument("--process-timeout-s", type=float, default=300)
+    parser.add_argument("--out", help="the JSON record (rewritten after every process)")
+    parser.add_argument("--log-dir", help="one log per process (default: the work folder)")
+    parser.add_argument("--list-configs", action="store_true", help="print the named configurations and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from ascend_graph.passes import PASS_NAMES
+
+    table = named_configs(PASS_NAMES)
+    if args.list_configs:
+        print("\n".join(f"{name}: {json.dumps(config.as_dict())}" for name, config in table.items()))
+        return
+    configs = parse_configs(args.configs, table)
+    batches = sorted({int(batch) for batch in args.batches.split(",")})
+    jobs = interleaved_plan(args.models.split(","), configs, args.repeats)
+    work = Path(tempfile.mkdtemp(prefix="ag-gpu-profile-"))
+    settings = {
+        "work": str(work),
+        "batches": batches,
+        "tokens": args.tokens,
+        "inner": args.inner,
+        "profile_steps": args.profile_steps,
+        "attention": args.attention,
+        "kv_cache_bytes": int(args.kv_cache_gib * (1 << 30)),
+        "gpu_memory_utilization": 0.3,
+    }
+    header = {
+        "benchmark": "decode step in offline LLM() (engine in process), B prompts of 128 tokens, greedy, "
+        "--ignore-eos; step = (t(N tokens) - t(1)) / (N - 1); kernels and GPU busy per step from torch.profiler "
+        "(CUDA activity), difference of two runs; one process per configuration, repeats interleaved",
+        "environment": machine(),
+        "settings": {key: value for key, value in settings.items() if key != "work"},
+        "configs": [config.as_dict() for config in configs],
+        "plan": [f"{job.model}/{job.config.name}/r{job.repeat}" for job in jobs],
+    }
+    record = Record(Path(args.out) if args.out else None, header)
+    print(f"gpu_profile: {len(jobs)} processes, work folder {work}", flush=True)
+    settings["model_dirs"] = {model: str(_model_dir(model, work)) for model in dict.fromkeys(j.model for j in jobs)}
+    run_plan(jobs, settings, record, args)
+    record.data["summary"] = rows(record.data)
+    record.save()
+    print(summarize(record.data))
+
+
+def _model_dir(model: str, work: Path) -> Path:
+    if model == "tiny":
+        from ascend_graph.models.tiny_hf import build_tiny_model_dir
+
+        return build_tiny_model_dir(work / "tiny")
+    return build_shape_dir(work / model, model)
+
+
+if __name__ == "__main__":
+    main()
