@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(f"{name}: {json.dumps(config.as_dict())}" for name, config in table.items()))
         return
     configs = parse_configs(args.configs, table)
+    if any(config.with_ag for config in configs) and not os.environ.get("AG_SITE"):
+        raise SystemExit("gpu_profile.py: AG_SITE (the installed project, bench/gpu_lane.sh sets it) is not set")
     batches = sorted({int(batch) for batch in args.batches.split(",")})
     jobs = interleaved_plan(args.models.split(","), configs, args.repeats)
     work = Path(tempfile.mkdtemp(prefix="ag-gpu-profile-"))

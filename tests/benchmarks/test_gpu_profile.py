@@ -1,0 +1,106 @@
+"""The decode-step profiler's driver (bench/gpu_profile.py) on the CPU, with a stand-in for its vLLM process: the
+processes run in plan order, each with its own environment, and the record on disk holds every finished one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import gpu_profile
+
+# Writes a result as bench/profile_child.py does, from what its environment says; "ag-sync" dies part way.
+FAKE_CHILD = r"""
+import json, os, sys
+job = json.load(open(sys.argv[1]))
+name, with_ag = job["config"]["name"], job["config"]["with_ag"]
+site_first = os.environ["PYTHONPATH"].split(":")[0] == os.environ["AG_SITE"]
+result = {"platform": "AscendGraphCudaPlatform" if site_first else "CudaPlatform", "startup_s": 1.0,
+          "engine_client": "InprocClient", "inproc_env": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING"),
+          "model_dir_seen": job["model_dir"], "batches": {}}
+print("INFO Graph capturing finished in 3 secs, took 0.25 GiB", flush=True)
+for batch in job["batches"]:
+    result["batches"][str(batch)] = {"step_ms": [2.0 if with_ag else 3.0] * job["inner"], "profile": {
+        "steps": job["profile_steps"], "kernels_per_step": 100.0, "busy_ms_per_step": 1.0, "copies_per_step": 1.0,
+        "by_name": {"gemm": [99.0, 900.0]}}}
+    open(job["result_path"], "w").write(json.dumps(result))
+    if name == "ag-sync":
+        sys.exit("worker died after the first batch")
+"""
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    child = tmp_path / "fake_child.py"
+    child.write_text(FAKE_CHILD)
+    monkeypatch.setattr(gpu_profile, "CHILD", child)
+    monkeypatch.setattr(gpu_profile, "_model_dir", lambda model, work: tmp_path / f"dir-{model}")
+    monkeypatch.setenv("AG_SITE", str(tmp_path / "site"))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path / 'site'}:/elsewhere")
+    return tmp_path
+
+
+def run(fake: Path, *extra: str) -> dict[str, Any]:
+    out = fake / "profile.json"
+    argv = ["--models", "tiny", "--batches", "32,1", "--repeats", "2", "--inner", "2", "--out", str(out), *extra]
+    gpu_profile.main([*argv, "--log-dir", str(fake / "logs")])
+    return json.loads(out.read_text())
+
+
+def test_processes_interleave_with_their_own_environment(fake: Path, capsys: pytest.CaptureFixture) -> None:
+    record = run(fake, "--configs", "stock,ag-forward-async")
+    processes = record["processes"]
+    assert [(p["config"], p["repeat"]) for p in processes] == [
+        ("stock", 0),
+        ("ag-forward-async", 0),
+        ("stock", 1),
+        ("ag-forward-async", 1),
+    ]
+    assert not any(p.get("error") for p in processes)
+    assert [p["platform"] for p in processes[:2]] == ["CudaPlatform", "AscendGraphCudaPlatform"]  # AG_SITE only for ag
+    assert all(p["inproc_env"] == "0" and p["model_dir_seen"] == str(fake / "dir-tiny") for p in processes)
+    assert processes[0]["capture_logged"] == [{"seconds": 3.0, "gib": 0.25}]
+    assert list(processes[0]["batches"]) == ["1", "32"]  # every batch in the one process, smallest first
+    summary = {(row["config"], row["batch"]): row for row in record["summary"]}
+    assert summary[("ag-forward-async", 1)]["ratio_to_stock"] == pytest.approx(2.0 / 3.0)
+    out = capsys.readouterr().out
+    assert "[4/4] tiny ag-forward-async r1" in out and "top kernels per decode step" in out
+    assert len(list((fake / "logs").glob("*.log"))) == 4
+
+
+def test_a_failed_process_keeps_its_finished_batches_and_the_run_goes_on(fake: Path) -> None:
+    record = run(fake, "--configs", "stock,ag-sync", "--repeats", "1")
+    failed = record["processes"][1]
+    assert "exit status 1" in failed["error"] and "worker died" in failed["error"]
+    assert list(failed["batches"]) == ["1"]  # written before it died
+    assert record["processes"][0].get("error") is None
+
+
+def test_a_stock_figure_with_the_plugin_active_is_refused(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(fake / "site"))  # AG_SITE left on the path of every process
+    monkeypatch.setattr(gpu_profile, "_env", lambda with_ag: dict(os.environ))
+    record = run(fake, "--configs", "stock", "--repeats", "1")
+    assert "ascend_graph platform active: True, expected False" in record["processes"][0]["error"]
+
+
+def test_no_process_starts_past_the_deadline(fake: Path) -> None:
+    record = run(fake, "--configs", "stock,ag-noopts", "--stop-after-s", "0")
+    assert record["processes"] == [] and len(record["not_run"]) == 4
+
+
+def test_configuration_errors_stop_before_any_process(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="unknown configuration 'ag-fast'"):
+        run(fake, "--configs", "stock,ag-fast")
+    monkeypatch.delenv("AG_SITE")
+    with pytest.raises(SystemExit, match="AG_SITE"):
+        run(fake, "--configs", "ag-forward-async")
+    assert not (fake / "profile.json").exists()
+
+
+def test_list_configs_names_every_pass_row(capsys: pytest.CaptureFixture) -> None:
+    gpu_profile.main(["--list-configs"])
+    out = capsys.readouterr().out
+    assert "ag-fa-pass-silu_and_mul:" in out and "ag-fa-passes-all:" in out
