@@ -33,11 +33,10 @@ if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0]; its sib
 sys.path.insert(0, os.environ.get("AG_SITE", str(Path(__file__).resolve().parents[1])))  # the installed project
 
 from bench.common import git_commit  # noqa: E402
-from bench.gpu_serve import CAPTURE_LINE, OUR_CAPTURE_LINE, _env, build_shape_dir  # noqa: E402
+from bench.gpu_serve import build_shape_dir  # noqa: E402
 from bench.profile_plan import Job, Record, interleaved_plan, named_configs, parse_configs  # noqa: E402
+from bench.profile_process import ChildProcess  # noqa: E402
 from bench.profile_summary import rows, summarize  # noqa: E402
-
-CHILD = Path(__file__).resolve().with_name("profile_child.py")
 
 
 def machine() -> dict[str, Any]:
@@ -60,63 +59,6 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def capture_lines(log_text: str) -> dict[str, list[dict[str, float]]]:
-    """vLLM's "Graph capturing finished" lines (whole seconds, GiB) and ascend_graph's capture lines."""
-    vllm_lines = [{"seconds": float(s), "gib": float(g)} for s, g in CAPTURE_LINE.findall(log_text)]
-    ours = [
-        {"sizes": int(sizes), "seconds": float(seconds), "pool_gib": float(gib)}
-        for sizes, _kind, _set, seconds, gib in OUR_CAPTURE_LINE.findall(log_text)
-    ]
-    return {"capture_logged": vllm_lines, "ascend_graph_capture_logged": ours}
-
-
-def check_plugin(job: Job, result: dict[str, Any]) -> str | None:
-    """Why this process is no valid figure of its configuration (plugin active where it must not be, or the
-    reverse), or None."""
-    expected = job.config.plugin_expected()
-    active = str(result.get("platform", "")).startswith("AscendGraph")
-    if expected is not None and active != expected:
-        return f"ascend_graph platform active: {active}, expected {expected} for {job.config.name}"
-    return None
-
-
-def run_job(job: Job, index: int, settings: dict[str, Any], work: Path, log_dir: Path, timeout_s: float) -> dict:
-    """One process; its entry for the record: figures (those it finished, if it failed part way) or the error."""
-    tag = f"{index:02d}-{job.model}-{job.config.name}-r{job.repeat}".replace("/", "_").replace(" ", "")
-    result_path = work / f"result-{index}.json"
-    job_path = work / f"job-{index}.json"
-    child = {**settings, "model": job.model, "model_dir": settings["model_dirs"][job.model]}
-    job_path.write_text(json.dumps({**child, "config": job.config.as_dict(), "result_path": str(result_path)}))
-    env = _env(job.config.with_ag)
-    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    log_path = log_dir / f"{tag}.log"
-    entry: dict[str, Any] = {"model": job.model, "config": job.config.name, "repeat": job.repeat, "index": index}
-    start = time.time()
-    with open(log_path, "w") as log:
-        try:
-            # cwd outside the checkout: nothing of it may be found as an installed distribution
-            done = subprocess.run(
-                [sys.executable, str(CHILD), str(job_path)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=work,
-                timeout=timeout_s,
-            )
-            failure = f"exit status {done.returncode}" if done.returncode else None
-        except subprocess.TimeoutExpired:
-            failure = f"timed out after {timeout_s:.0f} s"
-    entry["wall_s"] = round(time.time() - start, 1)
-    log_text = log_path.read_text(errors="replace")
-    entry.update(capture_lines(log_text))
-    if result_path.exists():
-        entry.update(json.loads(result_path.read_text()))
-    failure = failure or check_plugin(job, entry)
-    if failure:
-        entry["error"] = f"{failure}; log {log_path}:\n{log_text[-2500:]}"
-    return entry
-
-
 def _progress(entry: dict[str, Any], done: int, total: int) -> str:
     head = f"[{done}/{total}] {entry['model']} {entry['config']} r{entry['repeat']} ({entry['wall_s']} s)"
     if entry.get("error"):
@@ -130,22 +72,35 @@ def _progress(entry: dict[str, Any], done: int, total: int) -> str:
 
 
 def run_plan(jobs: list[Job], settings: dict[str, Any], record: Record, args: argparse.Namespace) -> None:
-    """The jobs in order; none started once the slowest so far would not end before the deadline."""
-    work, log_dir = Path(settings["work"]), Path(args.log_dir or settings["work"])
+    """The jobs in order, each alone on the device from its go to its exit; the next one imports meanwhile (unless
+    --no-overlap). None goes once the slowest so far would not end before the deadline."""
+    log_dir = Path(args.log_dir or settings["work"])
     log_dir.mkdir(parents=True, exist_ok=True)
     deadline, slowest = time.time() + args.stop_after_s, 0.0
-    for index, job in enumerate(jobs):
-        if time.time() + slowest > deadline:
-            left = [f"{j.model}/{j.config.name}/r{j.repeat}" for j in jobs[index:]]
-            record.data["not_run"] = left
-            record.save()
-            print(f"stopping: {len(left)} processes not started (--stop-after-s {args.stop_after_s})", flush=True)
-            return
-        timeout = max(60.0, min(args.process_timeout_s, deadline - time.time()))
-        entry = run_job(job, index, settings, work, log_dir, timeout)
-        slowest = max(slowest, entry["wall_s"])
-        record.add(entry)
-        print(_progress(entry, index + 1, len(jobs)), flush=True)
+    pending = ChildProcess.launch(jobs[0], 0, settings, log_dir) if jobs else None
+    try:
+        for index, job in enumerate(jobs):
+            current, pending = pending, None
+            assert current is not None and current.job == job
+            if time.time() + slowest > deadline:
+                current.stop()
+                left = [f"{j.model}/{j.config.name}/r{j.repeat}" for j in jobs[index:]]
+                record.data["not_run"] = left
+                record.save()
+                print(f"stopping: {len(left)} processes not run (--stop-after-s {args.stop_after_s})", flush=True)
+                return
+            current.go()
+            if index + 1 < len(jobs) and not args.no_overlap:
+                pending = ChildProcess.launch(jobs[index + 1], index + 1, settings, log_dir)
+            entry = current.collect(max(60.0, min(args.process_timeout_s, deadline - time.time())))
+            if index + 1 < len(jobs) and args.no_overlap:
+                pending = ChildProcess.launch(jobs[index + 1], index + 1, settings, log_dir)
+            slowest = max(slowest, entry["wall_s"])
+            record.add(entry)
+            print(_progress(entry, index + 1, len(jobs)), flush=True)
+    finally:
+        if pending is not None:  # interrupted: no process of this run outlives it
+            pending.stop()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -163,6 +118,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--process-timeout-s", type=float, default=300)
     parser.add_argument("--out", help="the JSON record (rewritten after every process)")
     parser.add_argument("--log-dir", help="one log per process (default: the work folder)")
+    parser.add_argument("--no-overlap", action="store_true", help="start each process only after the last exits")
     parser.add_argument("--list-configs", action="store_true", help="print the named configurations and exit")
     return parser.parse_args(argv)
 

@@ -3,6 +3,7 @@ processes run in plan order, each with its own environment, and the record on di
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -11,17 +12,21 @@ from typing import Any
 
 import pytest
 
-from bench import gpu_profile
+from bench import gpu_profile, profile_process
 
 # Writes a result as bench/profile_child.py does, from what its environment says; "ag-sync" dies part way.
 FAKE_CHILD = r"""
-import json, os, sys
+import json, os, sys, time
 job = json.load(open(sys.argv[1]))
+while not os.path.exists(job["go_path"]):
+    time.sleep(0.01)
+go_seen_at = time.time()
+time.sleep(0.2)  # "measuring": a process that went early would be seen going before this one's exit
 name, with_ag = job["config"]["name"], job["config"]["with_ag"]
 site_first = os.environ["PYTHONPATH"].split(":")[0] == os.environ["AG_SITE"]
 result = {"platform": "AscendGraphCudaPlatform" if site_first else "CudaPlatform", "startup_s": 1.0,
           "engine_client": "InprocClient", "inproc_env": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING"),
-          "model_dir_seen": job["model_dir"], "batches": {}}
+          "model_dir_seen": job["model_dir"], "go_seen_at": go_seen_at, "batches": {}}
 print("INFO Graph capturing finished in 3 secs, took 0.25 GiB", flush=True)
 for batch in job["batches"]:
     result["batches"][str(batch)] = {"step_ms": [2.0 if with_ag else 3.0] * job["inner"], "profile": {
@@ -30,6 +35,8 @@ for batch in job["batches"]:
     open(job["result_path"], "w").write(json.dumps(result))
     if name == "ag-sync":
         sys.exit("worker died after the first batch")
+result["exit_at"] = time.time()
+open(job["result_path"], "w").write(json.dumps(result))
 """
 
 
@@ -37,7 +44,7 @@ for batch in job["batches"]:
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     child = tmp_path / "fake_child.py"
     child.write_text(FAKE_CHILD)
-    monkeypatch.setattr(gpu_profile, "CHILD", child)
+    monkeypatch.setattr(profile_process, "CHILD", child)
     monkeypatch.setattr(gpu_profile, "_model_dir", lambda model, work: tmp_path / f"dir-{model}")
     monkeypatch.setenv("AG_SITE", str(tmp_path / "site"))
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path / 'site'}:/elsewhere")
@@ -51,9 +58,14 @@ def run(fake: Path, *extra: str) -> dict[str, Any]:
     return json.loads(out.read_text())
 
 
-def test_processes_interleave_with_their_own_environment(fake: Path, capsys: pytest.CaptureFixture) -> None:
-    record = run(fake, "--configs", "stock,ag-forward-async")
+@pytest.mark.parametrize("overlap", [True, False])
+def test_processes_interleave_with_their_own_environment(
+    fake: Path, capsys: pytest.CaptureFixture, overlap: bool
+) -> None:
+    record = run(fake, "--configs", "stock,ag-forward-async", *([] if overlap else ["--no-overlap"]))
     processes = record["processes"]
+    # each process goes only once the one before it has exited (at most its imports overlap)
+    assert all(later["go_seen_at"] >= earlier["exit_at"] for earlier, later in itertools.pairwise(processes))
     assert [(p["config"], p["repeat"]) for p in processes] == [
         ("stock", 0),
         ("ag-forward-async", 0),
@@ -82,7 +94,7 @@ def test_a_failed_process_keeps_its_finished_batches_and_the_run_goes_on(fake: P
 
 def test_a_stock_figure_with_the_plugin_active_is_refused(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(fake / "site"))  # AG_SITE left on the path of every process
-    monkeypatch.setattr(gpu_profile, "_env", lambda with_ag: dict(os.environ))
+    monkeypatch.setattr(profile_process, "_env", lambda with_ag: dict(os.environ))
     record = run(fake, "--configs", "stock", "--repeats", "1")
     assert "ascend_graph platform active: True, expected False" in record["processes"][0]["error"]
 
@@ -132,7 +144,7 @@ def test_the_vllm_process_runs_on_the_cpu_lane_with_the_engine_in_process(tmp_pa
     (tmp_path / "job.json").write_text(json.dumps(job))
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     done = subprocess.run(
-        [sys.executable, str(gpu_profile.CHILD), str(tmp_path / "job.json")],
+        [sys.executable, str(profile_process.CHILD), str(tmp_path / "job.json")],
         env=env,
         cwd=tmp_path,
         capture_output=True,
