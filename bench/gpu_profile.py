@@ -36,7 +36,7 @@ from bench.common import git_commit  # noqa: E402
 from bench.gpu_serve import build_shape_dir  # noqa: E402
 from bench.profile_plan import Job, Record, interleaved_plan, named_configs, parse_configs  # noqa: E402
 from bench.profile_process import ChildProcess  # noqa: E402
-from bench.profile_summary import rows, summarize  # noqa: E402
+from bench.profile_summary import capture_figures, rows, summarize  # noqa: E402
 
 
 def machine() -> dict[str, Any]:
@@ -68,7 +68,11 @@ def _progress(entry: dict[str, Any], done: int, total: int) -> str:
         f"{b['profile']['kernels_per_step']:.1f} kernels, busy {b['profile']['busy_ms_per_step']:.3f} ms"
         for batch, b in entry.get("batches", {}).items()
     ]
-    return f"{head} startup {entry.get('startup_s')} s; " + "; ".join(figures)
+    seconds, gib, source = capture_figures(entry)
+    capture = (
+        f"capture {seconds:.2f} s, {gib if gib is None else round(gib, 3)} GiB ({source})" if seconds else "no capture"
+    )
+    return f"{head} startup {entry.get('startup_s')} s, {capture}; " + "; ".join(figures)
 
 
 def run_plan(jobs: list[Job], settings: dict[str, Any], record: Record, args: argparse.Namespace) -> None:

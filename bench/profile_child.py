@@ -37,6 +37,57 @@ def prompt_ids(batch: int, seed: int, vocab: int) -> list[list[int]]:
     return [[(seed * 7919 + row * 131 + col) % vocab for col in range(PROMPT_TOKENS)] for row in range(batch)]
 
 
+# (module, class) whose capture_model is the start-up capture: vLLM's V1 and V2 runners, ascend_graph's (it calls
+# the host's once per static set). Only the outermost call is timed, so each capture counts once.
+CAPTURE_METHODS = (
+    ("vllm.v1.worker.gpu_model_runner", "GPUModelRunner"),
+    ("vllm.v1.worker.gpu.model_runner", "GPUModelRunner"),
+    ("ascend_graph.vllm_plugin.gpu_runner", "StaticSetsRunner"),
+)
+
+
+def _timed(original: Any, captures: list[dict[str, Any]], depth: list[int]) -> Any:
+    """`original` (a capture_model) wrapped: the outermost call's seconds and returned bytes go to `captures`."""
+    import functools
+
+    @functools.wraps(original)
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        depth[0] += 1
+        start = time.perf_counter()
+        try:
+            returned = original(self, *args, **kwargs)
+        finally:
+            depth[0] -= 1
+        if depth[0] == 0:
+            entry = {"seconds": round(time.perf_counter() - start, 3), "profile_only": bool(kwargs.get("profile_only"))}
+            entry["bytes"] = returned if isinstance(returned, int) else None
+            captures.append(entry)
+        return returned
+
+    return timed
+
+
+def time_captures(with_ag: bool) -> list[dict[str, Any]]:
+    """Wrap the runners' capture_model (engine in process: the worker's classes are this process's) to time each
+    start-up capture and keep what it returns (vLLM: graph memory in bytes, from the device's free memory, as its
+    log line's GiB but not rounded); the list fills while LLM() starts. The same instrument for every config."""
+    import importlib
+
+    captures: list[dict[str, Any]] = []
+    depth = [0]  # shared by every wrapper: ascend_graph's capture_model calls vLLM's
+    for module_name, class_name in CAPTURE_METHODS:
+        if module_name.startswith("ascend_graph") and not with_ag:
+            continue
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except Exception as error:  # noqa: BLE001 - a runner this vLLM build lacks (V1 only, CPU): not timed, said
+            captures.append({"not_timed": f"{module_name}.{class_name}: {type(error).__name__}: {error}"[:300]})
+            continue
+        if "capture_model" in cls.__dict__:
+            cls.capture_model = _timed(cls.__dict__["capture_model"], captures, depth)
+    return captures
+
+
 def _build_llm(job: dict[str, Any]) -> Any:
     from vllm import LLM
 
@@ -135,23 +186,28 @@ def measure_batch(generator: Generator, batch: int, job: dict[str, Any], trace_d
     return {"step_ms": step_ms, "profile": per_step(long, short, job["profile_steps"]).as_dict()}
 
 
-def wait_for_go(job: dict[str, Any]) -> float:
-    """Imports done (they may overlap the previous process), wait until the driver says this process is alone."""
-    import torch  # noqa: F401 - the slow imports, before the wait
+def wait_for_go(job: dict[str, Any], result: dict[str, Any]) -> None:
+    """The imports (they may overlap the previous process: host only, no device context), then wait until the
+    driver says this process is alone on the device."""
+    import torch
     import vllm  # noqa: F401
 
-    imported_at = time.time()
+    result["captures"] = time_captures(job["config"]["with_ag"])
+    result["imported_at"] = time.time()
+    # a context made before the go would take device memory while the previous process measures
+    result["cuda_initialized_before_go"] = torch.cuda.is_initialized()
     go = Path(job["go_path"]) if job.get("go_path") else None
     while go is not None and not go.exists():
         time.sleep(0.05)
-    return imported_at
+    result["went_at"] = time.time()
 
 
 def main(job_path: str) -> None:
     job = json.loads(Path(job_path).read_text())
     result_path = Path(job["result_path"])
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the parent sets it too; the engine must be in process
-    result: dict[str, Any] = {"imported_at": wait_for_go(job), "went_at": time.time(), "batches": {}}
+    result: dict[str, Any] = {"batches": {}}
+    wait_for_go(job, result)
     llm = _build_llm(job)
     result["startup_s"] = round(time.time() - result["went_at"], 2)
     result.update(_engine_facts(llm, job["config"]["with_ag"]))
@@ -172,8 +228,8 @@ def main(job_path: str) -> None:
     shutil.rmtree(trace_dir, ignore_errors=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    # Everything is on disk: skip the engine's shutdown (seconds per process); the driver waits for this exit
-    # before the next process goes, and the driver frees the device with the process.
+    # Everything is on disk: skip the engine's shutdown (seconds per process). The device's memory goes with the
+    # process, and the driver lets the next process go only after this exit.
     os._exit(0)
 
 

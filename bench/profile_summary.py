@@ -25,15 +25,21 @@ def spread(values: list[float]) -> dict[str, float] | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def _capture(process: dict[str, Any]) -> tuple[float | None, float | None]:
-    """Capture seconds and graph GiB of one process: ascend_graph's own report where it captured, else vLLM's line."""
+def capture_figures(process: dict[str, Any]) -> tuple[float | None, float | None, str | None]:
+    """Capture seconds, graph GiB and where they come from, for one process: the timed capture_model calls
+    (the same instrument for every configuration), else ascend_graph's own report, else vLLM's log line."""
+    timed = [c for c in process.get("captures") or [] if "seconds" in c and not c.get("profile_only")]
+    if timed:
+        sizes = [c["bytes"] for c in timed]
+        gib = sum(sizes) / (1 << 30) if None not in sizes else None
+        return sum(c["seconds"] for c in timed), gib, "timed"
     ours = process.get("ascend_graph_report") or {}
     if ours.get("full_graphs"):
-        return ours["capture_seconds"], ours["pool_bytes"] / (1 << 30)
+        return ours["capture_seconds"], ours["pool_bytes"] / (1 << 30), "ascend_graph_report"
     logged = process.get("capture_logged") or []
     if not logged:
-        return None, None
-    return sum(entry["seconds"] for entry in logged), sum(entry["gib"] for entry in logged)
+        return None, None, None
+    return sum(entry["seconds"] for entry in logged), sum(entry["gib"] for entry in logged), "vllm_log"
 
 
 def rows(record: dict[str, Any], baseline: str = "stock") -> list[dict[str, Any]]:
@@ -46,7 +52,7 @@ def rows(record: dict[str, Any], baseline: str = "stock") -> list[dict[str, Any]
             groups.setdefault((process["model"], process["config"], batch), []).append({**figures, "_p": process})
     result = []
     for (model, config, batch), entries in groups.items():
-        captures = [_capture(entry["_p"]) for entry in entries]
+        captures = [capture_figures(entry["_p"]) for entry in entries]
         profiles = [entry.get("profile") or {} for entry in entries]
         kernel_counts = [p.get("kernels_per_step") for p in profiles]
         result.append(
@@ -58,8 +64,9 @@ def rows(record: dict[str, Any], baseline: str = "stock") -> list[dict[str, Any]
                 "busy_ms": spread([p.get("busy_ms_per_step") for p in profiles]),
                 "kernels_per_step": spread(kernel_counts),
                 "copies_per_step": spread([p.get("copies_per_step") for p in profiles]),
-                "capture_s": spread([seconds for seconds, _ in captures]),
-                "graph_gib": spread([gib for _, gib in captures]),
+                "capture_s": spread([seconds for seconds, _, _ in captures]),
+                "graph_gib": spread([gib for _, gib, _ in captures]),
+                "capture_source": sorted({source for _, _, source in captures if source}),
                 "processes": len(entries),
             }
         )

@@ -155,7 +155,29 @@ def test_the_vllm_process_runs_on_the_cpu_lane_with_the_engine_in_process(tmp_pa
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["engine_client"] == "InprocClient" and result["async_scheduling"] is True
     assert result["platform"].startswith("AscendGraph") and result["device"] == "cpu"
+    assert result["cuda_initialized_before_go"] is False and isinstance(result["captures"], list)
     for batch in ("1", "2"):
         figures = result["batches"][batch]
         assert len(figures["step_ms"]) == 2 and all(step > 0 for step in figures["step_ms"])
         assert figures["profile"]["steps"] == 3 and figures["profile"]["kernels_per_step"] == 0.0
+
+
+def test_only_the_outermost_capture_is_timed_once() -> None:
+    """ascend_graph's capture_model calls vLLM's once per static set: one capture of their total, not three."""
+    from bench.profile_child import _timed
+
+    class Host:
+        def capture_model(self, profile_only: bool = False) -> int:
+            return 100
+
+    class Ours(Host):
+        def capture_model(self, profile_only: bool = False) -> int:
+            return super().capture_model() + super().capture_model()
+
+    captures: list[dict[str, Any]] = []
+    depth = [0]
+    Host.capture_model = _timed(Host.__dict__["capture_model"], captures, depth)  # type: ignore[method-assign]
+    Ours.capture_model = _timed(Ours.__dict__["capture_model"], captures, depth)  # type: ignore[method-assign]
+    assert Ours().capture_model() == 200 and Host().capture_model(profile_only=True) == 100
+    assert [(c["bytes"], c["profile_only"]) for c in captures] == [(200, False), (100, True)]
+    assert depth == [0] and all(c["seconds"] >= 0 for c in captures)

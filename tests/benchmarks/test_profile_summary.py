@@ -31,11 +31,18 @@ def process(config: str, repeat: int, steps: dict[str, list[float]], kernels: fl
 def record() -> dict[str, Any]:
     stock_capture = {"capture_logged": [{"seconds": 4.0, "gib": 0.5}]}
     ours = {"ascend_graph_report": {"full_graphs": 11, "capture_seconds": 2.5, "pool_bytes": 1 << 29}}
+    # the timed capture_model calls win over the log line; a profile-only call is no start-up capture
+    timed = {
+        "captures": [
+            {"seconds": 4.6, "bytes": 3 << 28, "profile_only": False},
+            {"seconds": 9.0, "bytes": 0, "profile_only": True},
+        ]
+    }
     return {
         "processes": [
             process("stock", 0, {"1": [7.0, 7.2, 7.1], "32": [10.0]}, 400, **stock_capture),
             process("ag-forward-async", 0, {"1": [6.4, 6.3, 6.5], "32": [9.0]}, 300, **ours),
-            process("stock", 1, {"1": [7.6, 7.5, 7.4], "32": [11.0]}, 400, **stock_capture),
+            process("stock", 1, {"1": [7.6, 7.5, 7.4], "32": [11.0]}, 400, **stock_capture, **timed),
             process("ag-forward-async", 1, {"1": [6.2, 6.1, 6.0], "32": [9.5]}, 300, **ours),
             {"model": "qwen3-8b", "config": "ag-forward-async", "repeat": 2, "error": "exit status 1; log x"},
         ]
@@ -54,7 +61,9 @@ def test_rows_take_each_process_median_then_the_spread_over_processes_and_the_ra
     assert ours["step_ms"]["median"] == pytest.approx(6.25) and ours["processes"] == 2  # the failed one left out
     assert ours["ratio_to_stock"] == pytest.approx(6.25 / 7.3) and stock["ratio_to_stock"] == pytest.approx(1.0)
     assert ours["kernels_per_step"]["median"] == 300 and stock["kernels_per_step"]["median"] == 400
-    assert stock["capture_s"]["median"] == 4.0 and stock["graph_gib"]["median"] == 0.5  # vLLM's log line
+    assert stock["capture_s"] == {"median": pytest.approx(4.3), "min": 4.0, "max": 4.6, "n": 2}
+    assert stock["graph_gib"] == {"median": pytest.approx(0.625), "min": 0.5, "max": 0.75, "n": 2}
+    assert stock["capture_source"] == ["timed", "vllm_log"]
     assert ours["capture_s"]["median"] == 2.5 and ours["graph_gib"]["median"] == 0.5  # ascend_graph's own report
     assert table[("ag-forward-async", 32)]["ratio_to_stock"] == pytest.approx(9.25 / 10.5)
 
