@@ -34,6 +34,7 @@ sys.path.insert(0, os.environ.get("AG_SITE", str(Path(__file__).resolve().parent
 
 from bench.common import git_commit  # noqa: E402
 from bench.gpu_serve import build_shape_dir  # noqa: E402
+from bench.profile_child import MAX_MODEL_LEN, PROMPT_TOKENS  # noqa: E402
 from bench.profile_plan import Job, Record, interleaved_plan, named_configs, parse_configs  # noqa: E402
 from bench.profile_process import ChildProcess  # noqa: E402
 from bench.profile_summary import capture_figures, rows, summarize  # noqa: E402
@@ -127,6 +128,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_lengths(args: argparse.Namespace) -> list[int]:
+    """The batch sizes; every run must fit the model length the processes are started with (max_model_len)."""
+    try:
+        batches = sorted({int(batch) for batch in args.batches.split(",")})
+    except ValueError:
+        raise ValueError(f"--batches {args.batches!r}: a comma-separated list of integers") from None
+    if not batches or batches[0] < 1:
+        raise ValueError(f"--batches {args.batches!r}: sizes of at least 1")
+    if args.tokens < 2 or args.profile_steps < 1 or args.inner < 1:
+        raise ValueError("--tokens must be at least 2, --profile-steps and --inner at least 1")
+    longest = PROMPT_TOKENS + max(args.tokens, 2 + args.profile_steps)
+    if longest > MAX_MODEL_LEN:
+        raise ValueError(f"{PROMPT_TOKENS} prompt tokens + {longest - PROMPT_TOKENS} output tokens > {MAX_MODEL_LEN}")
+    return batches
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from ascend_graph.passes import PASS_NAMES
@@ -138,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     configs = parse_configs(args.configs, table)
     if any(config.with_ag for config in configs) and not os.environ.get("AG_SITE"):
         raise SystemExit("gpu_profile.py: AG_SITE (the installed project, bench/gpu_lane.sh sets it) is not set")
-    batches = sorted({int(batch) for batch in args.batches.split(",")})
+    batches = check_lengths(args)
     jobs = interleaved_plan(args.models.split(","), configs, args.repeats)
     work = Path(tempfile.mkdtemp(prefix="ag-gpu-profile-"))
     settings = {

@@ -30,6 +30,7 @@ if __package__ in (None, ""):
 from bench.profile_trace import TraceFigures, decode_step_ms, per_step, trace_figures  # noqa: E402
 
 PROMPT_TOKENS = 128
+MAX_MODEL_LEN = 512
 
 
 def prompt_ids(batch: int, seed: int, vocab: int) -> list[list[int]]:
@@ -98,7 +99,7 @@ def _build_llm(job: dict[str, Any]) -> Any:
         model=job["model_dir"],
         dtype="float32" if job["model"] == "tiny" else "bfloat16",
         seed=0,
-        max_model_len=512,
+        max_model_len=MAX_MODEL_LEN,
         max_num_seqs=max(job["batches"]),
         enable_prefix_caching=False,
         kv_cache_memory_bytes=job["kv_cache_bytes"],

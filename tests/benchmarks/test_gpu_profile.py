@@ -181,3 +181,18 @@ def test_only_the_outermost_capture_is_timed_once() -> None:
     assert Ours().capture_model() == 200 and Host().capture_model(profile_only=True) == 100
     assert [(c["bytes"], c["profile_only"]) for c in captures] == [(200, False), (100, True)]
     assert depth == [0] and all(c["seconds"] >= 0 for c in captures)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tokens", "400"], "128 prompt tokens \\+ 400 output tokens > 512"),
+        (["--batches", "1,x"], "comma-separated list of integers"),
+        (["--batches", "0,4"], "at least 1"),
+        (["--inner", "0"], "at least 1"),
+    ],
+)
+def test_lengths_and_batches_are_checked_before_any_process(fake: Path, extra: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run(fake, "--configs", "stock", *extra)
+    assert not (fake / "profile.json").exists()
