@@ -1,17 +1,21 @@
 """Decode-step profiler inside vLLM, side by side with stock vLLM in one device call (issues 24, 25 and 26).
-Run by `bench/gpu_lane.sh profile MODELS CONFIGS BATCHES REPEATS` on the device.
+Run by `bench/gpu_lane.sh profile [MODELS [CONFIGS [BATCHES [REPEATS]]]]` on the device.
 
 Per model shape, configuration and batch: the decode step time of offline `LLM()` ((time for N tokens - time for
-1) / (N - 1)), kernels and GPU busy time per decode step (torch.profiler, CUDA activity, difference of two runs:
-bench/profile_trace.py), vLLM's capture time and graph memory (its log line; ascend_graph's own report where its
-runner captured), and the kernels that take the step's GPU time. Every configuration runs in its own process with the
-engine in that process (bench/profile_child.py), several processes per configuration, interleaved (stock, A, B,
-stock, A, B, ...): host speed differs between processes, so medians come with their min-max spread. The JSON is
-rewritten after every process; no new process starts once the next one would not finish before --stop-after-s.
+1) / (N - 1): per output token, also where one engine step makes several), kernels and GPU busy time per decode step
+(torch.profiler, CUDA activity, difference of two runs: bench/profile_trace.py), capture time and graph memory (the
+runners' capture_model timed in the process, the same for every configuration), and the kernels that take the step's
+GPU time. Every configuration runs in its own process with the engine in that process (bench/profile_child.py),
+several processes per configuration, interleaved (stock, A, B, stock, A, B, ...): host speed differs between
+processes, so medians come with their min-max spread. A process goes only once the one before it has exited (the
+next one imports vLLM meanwhile: bench/profile_process.py). The JSON is rewritten after every process; no process
+goes once the slowest so far would not end before --stop-after-s. Tables: bench/profile_summary.py (also run alone
+on a record).
 
     python3 bench/gpu_profile.py --models qwen3-0.6b,qwen3-8b --configs stock,ag-noopts,ag-forward-async \\
         --batches 1,32 --repeats 3 --out $OUT/profile.json
-    --configs also takes ascend_graph options as JSON: 'stock,fa4=ag:{"mode":"forward-async","decode_steps":4}'
+    --configs also takes ad hoc configurations: 'stock,fa4=ag:{"mode":"forward-async","decode_steps":4}'
+    (ascend_graph options) or 'na=stock:{"async_scheduling":false}' (LLM() arguments); --list-configs names the rest
 """
 
 from __future__ import annotations
@@ -70,9 +74,8 @@ def _progress(entry: dict[str, Any], done: int, total: int) -> str:
         for batch, b in entry.get("batches", {}).items()
     ]
     seconds, gib, source = capture_figures(entry)
-    capture = (
-        f"capture {seconds:.2f} s, {gib if gib is None else round(gib, 3)} GiB ({source})" if seconds else "no capture"
-    )
+    graph = "?" if gib is None else f"{gib:.3f}"
+    capture = f"capture {seconds:.2f} s, {graph} GiB ({source})" if seconds is not None else "no capture"
     return f"{head} startup {entry.get('startup_s')} s, {capture}; " + "; ".join(figures)
 
 
@@ -155,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     configs = parse_configs(args.configs, table)
     if any(config.with_ag for config in configs) and not os.environ.get("AG_SITE"):
         raise SystemExit("gpu_profile.py: AG_SITE (the installed project, bench/gpu_lane.sh sets it) is not set")
+    from ascend_graph.vllm_plugin.options import parse_additional_config
+
+    for config in configs:  # options the installed project refuses would fail in every process: refuse them here
+        if "additional_config" in config.llm_args:
+            parse_additional_config(config.llm_args["additional_config"])
     batches = check_lengths(args)
     jobs = interleaved_plan(args.models.split(","), configs, args.repeats)
     work = Path(tempfile.mkdtemp(prefix="ag-gpu-profile-"))

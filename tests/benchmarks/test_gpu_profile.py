@@ -107,6 +107,8 @@ def test_no_process_starts_past_the_deadline(fake: Path) -> None:
 def test_configuration_errors_stop_before_any_process(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="unknown configuration 'ag-fast'"):
         run(fake, "--configs", "stock,ag-fast")
+    with pytest.raises(ValueError, match="unknown key\\(s\\) \\['spped'\\]"):  # the installed project's own check
+        run(fake, "--configs", 'stock,ag:{"spped": 1}')
     monkeypatch.delenv("AG_SITE")
     with pytest.raises(SystemExit, match="AG_SITE"):
         run(fake, "--configs", "ag-forward-async")
