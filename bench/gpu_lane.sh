@@ -86,7 +86,7 @@ case "${1:-}" in
     PYTHONPATH=/tmp/site python3 bench/gpu_profile.py --models "$models" \
       --configs "${3:-stock,ag-noopts,ag-forward-async}" --batches "${4:-1,32}" --repeats "${5:-3}" \
       --stop-after-s "${AG_STOP_AFTER_S:-540}" --log-dir "$OUT/profile_logs" ${AG_PROFILE_ARGS:-} \
-      --out "$OUT/profile_$(echo "$models" | tr ',' '_')_${AG_COMMIT:-unknown}.json" 2>&1 | grep -v "^INFO" ;;
+      --out "$OUT/profile_$(echo "$models" | tr ',' '_')_${AG_COMMIT:-unknown}.json" 2>&1 | tee "$OUT/profile.log" ;;
   install) install ;;
   load)  # load [MODE] (forward-async, sync, eager, or stock: vLLM's own server); AG_LOAD_REQUESTS (500)
     [ -d "$AG_SITE/ascend_graph" ] || install
