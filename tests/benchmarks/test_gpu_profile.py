@@ -158,6 +158,7 @@ def test_the_vllm_process_runs_on_the_cpu_lane_with_the_engine_in_process(tmp_pa
     assert result["engine_client"] == "InprocClient" and result["async_scheduling"] is True
     assert result["platform"].startswith("AscendGraph") and result["device"] == "cpu"
     assert result["cuda_initialized_before_go"] is False and isinstance(result["captures"], list)
+    assert result["versions"]["vllm"] and result["startup_s"] > 0
     for batch in ("1", "2"):
         figures = result["batches"][batch]
         assert len(figures["step_ms"]) == 2 and all(step > 0 for step in figures["step_ms"])
