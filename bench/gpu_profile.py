@@ -79,7 +79,8 @@ def _progress(entry: dict[str, Any], done: int, total: int) -> str:
     seconds, gib, source = capture_figures(entry)
     graph = "?" if gib is None else f"{gib:.3f}"
     capture = f"capture {seconds:.2f} s, {graph} GiB ({source})" if seconds is not None else "no capture"
-    return f"{head} startup {entry.get('startup_s')} s, {capture}; " + "; ".join(figures)
+    warnings = "".join(f"\n    WARNING {warning}" for warning in entry.get("warnings", []))
+    return f"{head} startup {entry.get('startup_s')} s, {capture}; " + "; ".join(figures) + warnings
 
 
 def run_plan(jobs: list[Job], settings: dict[str, Any], record: Record, args: argparse.Namespace) -> None:

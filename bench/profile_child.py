@@ -223,7 +223,10 @@ def main(job_path: str) -> None:
     trace_dir = Path(tempfile.mkdtemp(prefix="ag-profile-"))
     generator.profiled(1, 2, 3, trace_dir)  # the process's first profiler session pays CUPTI's set-up
     for batch in job["batches"]:
-        result["batches"][str(batch)] = measure_batch(generator, batch, job, trace_dir)
+        result["batches"][str(batch)] = figures = measure_batch(generator, batch, job, trace_dir)
+        if torch.cuda.is_available() and figures["profile"]["kernels_per_step"] < 1:
+            # a decode step launches hundreds of kernels: none seen means the profiler missed them (graph replays)
+            result.setdefault("warnings", []).append(f"B={batch}: no kernels per decode step seen by the profiler")
         result["measured_at"] = time.time()
         result_path.write_text(json.dumps(result))
         print(f"profile_child: batch {batch} done: {result['batches'][str(batch)]['step_ms']} ms", flush=True)

@@ -173,6 +173,13 @@ def summarize(record: dict[str, Any], baseline: str = "stock", limit: int = 12) 
     if failed:
         lines = [f"  {p['model']} {p['config']} r{p['repeat']}: {p['error'].strip().splitlines()[0]}" for p in failed]
         parts.append("\n".join(["failed processes:", *lines]))
+    warned = [
+        f"  {p['model']} {p['config']} r{p['repeat']}: {w}"
+        for p in record.get("processes", [])
+        for w in p.get("warnings", [])
+    ]
+    if warned:
+        parts.append("\n".join(["warnings:", *warned]))
     return "\n\n".join(parts)
 
 

@@ -81,7 +81,10 @@ def test_kernel_tables_take_medians_over_processes_and_say_which_kernels_differ(
 
 
 def test_summary_prints_both_tables_and_the_failed_process(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    text = summarize({**record(), "environment": {"git_commit": "abc123", "vllm": "0.26.0"}})
+    warned = record()
+    warned["processes"][0]["warnings"] = ["B=1: no kernels per decode step seen by the profiler"]
+    text = summarize({**warned, "environment": {"git_commit": "abc123", "vllm": "0.26.0"}})
+    assert "warnings:\n  qwen3-8b stock r0: B=1: no kernels" in text
     assert text.startswith("device ?; git_commit abc123; vllm 0.26.0")
     assert "7.300 [7.100-7.500]" in text and "0.856" in text  # stock B=1 spread; 6.25 / 7.3
     assert "top kernels per decode step" in text and "failed processes:" in text and "exit status 1" in text
