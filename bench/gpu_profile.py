@@ -39,7 +39,7 @@ sys.path.insert(0, os.environ.get("AG_SITE", str(Path(__file__).resolve().parent
 from bench.common import git_commit  # noqa: E402
 from bench.gpu_serve import build_shape_dir  # noqa: E402
 from bench.profile_child import MAX_MODEL_LEN, PROMPT_TOKENS  # noqa: E402
-from bench.profile_plan import Job, Record, interleaved_plan, named_configs, parse_configs  # noqa: E402
+from bench.profile_plan import BenchConfig, Job, Record, interleaved_plan, named_configs, parse_configs  # noqa: E402
 from bench.profile_process import ChildProcess  # noqa: E402
 from bench.profile_summary import capture_figures, rows, summarize  # noqa: E402
 
@@ -151,6 +151,19 @@ def check_lengths(args: argparse.Namespace) -> list[int]:
     return batches
 
 
+def checked_configs(text: str, table: dict[str, BenchConfig]) -> list[BenchConfig]:
+    """The --configs value parsed, with what every process of theirs needs checked here, before any starts."""
+    configs = parse_configs(text, table)
+    if any(config.with_ag for config in configs) and not os.environ.get("AG_SITE"):
+        raise SystemExit("gpu_profile.py: AG_SITE (the installed project, bench/gpu_lane.sh sets it) is not set")
+    from ascend_graph.vllm_plugin.options import parse_additional_config
+
+    for config in configs:  # options the installed project refuses would fail in every process: refuse them here
+        if "additional_config" in config.llm_args:
+            parse_additional_config(config.llm_args["additional_config"])
+    return configs
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from ascend_graph.passes import PASS_NAMES
@@ -159,14 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.list_configs:
         print("\n".join(f"{name}: {json.dumps(config.as_dict())}" for name, config in table.items()))
         return
-    configs = parse_configs(args.configs, table)
-    if any(config.with_ag for config in configs) and not os.environ.get("AG_SITE"):
-        raise SystemExit("gpu_profile.py: AG_SITE (the installed project, bench/gpu_lane.sh sets it) is not set")
-    from ascend_graph.vllm_plugin.options import parse_additional_config
-
-    for config in configs:  # options the installed project refuses would fail in every process: refuse them here
-        if "additional_config" in config.llm_args:
-            parse_additional_config(config.llm_args["additional_config"])
+    configs = checked_configs(args.configs, table)
     batches = check_lengths(args)
     jobs = interleaved_plan(args.models.split(","), configs, args.repeats)
     work = Path(tempfile.mkdtemp(prefix="ag-gpu-profile-"))
