@@ -12,6 +12,9 @@
 #                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
 #                      bash bench/gpu_lane.sh load [MODE]   (run `install` first to start several modes side by side)
 #                      bash bench/gpu_lane.sh steps CONFIGS [REPEATS]   (decode step time in LLM(), tiny model)
+#   AG_COMMIT=<commit> bash bench/gpu_lane.sh profile [MODELS [CONFIGS [BATCHES [REPEATS]]]]
+#     (decode step, kernels and GPU busy per step, capture, side by side with stock: bench/gpu_profile.py;
+#      defaults qwen3-0.6b,qwen3-8b stock,ag-noopts,ag-forward-async 1,32 3; AG_PROFILE_ARGS adds arguments)
 # `test` runs the gpu_vllm tests in two processes side by side, then the other GPU-marked tests (logs under $OUT),
 # with `load` the load test beside them; `bench` runs bench/gpu_serve.py (JSON and logs under $OUT); `load` runs
 # the bounded load test (500 requests, 64 in flight, mid-stream disconnects) against the OpenAI server.
@@ -76,6 +79,14 @@ case "${1:-}" in
   steps)  # decode step time in offline LLM(), one process per configuration (bench/gpu_steps.py)
     [ -d "$AG_SITE/ascend_graph" ] || install
     PYTHONPATH=/tmp/site python3 bench/gpu_steps.py --configs "$2" --repeats "${3:-3}" --out "$OUT/steps_h200_tiny.json" ;;
+  profile)  # JSON rewritten after every process, one log per process under $OUT/profile_logs
+    [ -d "$AG_SITE/ascend_graph" ] || install
+    models=${2:-qwen3-0.6b,qwen3-8b}
+    # shellcheck disable=SC2086  # AG_PROFILE_ARGS: extra arguments, split on spaces on purpose
+    PYTHONPATH=/tmp/site python3 bench/gpu_profile.py --models "$models" \
+      --configs "${3:-stock,ag-noopts,ag-forward-async}" --batches "${4:-1,32}" --repeats "${5:-3}" \
+      --stop-after-s "${AG_STOP_AFTER_S:-540}" --log-dir "$OUT/profile_logs" ${AG_PROFILE_ARGS:-} \
+      --out "$OUT/profile_$(echo "$models" | tr ',' '_')_${AG_COMMIT:-unknown}.json" 2>&1 | tee "$OUT/profile.log" ;;
   install) install ;;
   load)  # load [MODE] (forward-async, sync, eager, or stock: vLLM's own server); AG_LOAD_REQUESTS (500)
     [ -d "$AG_SITE/ascend_graph" ] || install
@@ -87,5 +98,5 @@ case "${1:-}" in
       2>&1 | tail -25 || rc=$?  # 1: the verdict failed
     cp "/tmp/ag-load-$mode/server.log" "$OUT/load_h200_${mode}_server.log" 2>/dev/null || true
     exit "${rc:-0}" ;;
-  *) echo "usage: bench/gpu_lane.sh stage|install|test [load]|quick [TESTS]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|steps CONFIGS [REPEATS]|load [MODE]" >&2; exit 2 ;;
+  *) echo "usage: bench/gpu_lane.sh stage|install|test [load]|quick [TESTS]|both TESTS MODELS CONFIGS [ROUNDS]|bench MODELS CONFIGS [ROUNDS]|steps CONFIGS [REPEATS]|profile [MODELS [CONFIGS [BATCHES [REPEATS]]]]|load [MODE]" >&2; exit 2 ;;
 esac

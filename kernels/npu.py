@@ -7,7 +7,11 @@ against torch_npu's documented signatures and never run.
 - rms_norm -> torch_npu.npu_rms_norm(x, gamma, epsilon) -> (y, rstd).
 - rms_norm_rope -> npu_rms_norm then torch_npu.npu_rotary_mul(x, cos, sin) (rotate-half form, full tables;
   half tables are duplicated to full width first).
-- silu_and_mul -> torch_npu.npu_swiglu(cat(gate, up), dim=-1).
+- silu_and_mul -> torch_npu.npu_swiglu(x, dim=-1), which takes [gate | up] as one tensor x and splits it in halves
+  along dim itself (its docs: "A and B are x split along dim"; meta: output size dim // 2). Where gate and up are
+  the two halves of one buffer (vLLM's merged gate_up projection) x is that buffer, as a view: no copy. Other
+  inputs of equal shape are concatenated first (one copy); inputs that differ in shape or dtype (broadcasting,
+  promotion) run the reference.
 """
 
 from __future__ import annotations
@@ -51,7 +55,12 @@ def rms_norm_rope_npu(
 def silu_and_mul_npu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     import torch_npu
 
-    return torch_npu.npu_swiglu(torch.cat((gate, up), dim=-1), dim=-1)
+    merged = swiglu_ops.merged_gate_up(gate, up)
+    if merged is None:
+        if gate.shape != up.shape or gate.dtype != up.dtype:
+            return swiglu_ops.silu_and_mul_reference(gate, up)
+        merged = torch.cat((gate, up), dim=-1)
+    return torch_npu.npu_swiglu(merged, dim=-1)
 
 
 def register() -> None:

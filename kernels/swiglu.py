@@ -11,6 +11,28 @@ import torch
 import torch.nn.functional as F
 
 
+def merged_gate_up(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor | None:
+    """The one tensor [gate | up] along the last dim, as a view without a copy, where gate and up are its two
+    halves (`x[..., :d]`, `x[..., d:]`: vLLM's merged gate_up projection); None where they are not.
+
+    The view is gate's storage read with gate's strides over twice gate's last size: valid only when up starts
+    exactly d elements after gate in the same storage, with the same shape, strides, dtype and device, and the
+    last dim dense (stride 1), so that every element of the view is an element of gate or of up."""
+    if gate.dtype != up.dtype or gate.device != up.device or gate.shape != up.shape or gate.dim() == 0:
+        return None
+    width = gate.shape[-1]
+    if gate.numel() == 0 or gate.stride() != up.stride() or gate.stride(-1) != 1:
+        return None
+    if gate.untyped_storage().data_ptr() != up.untyped_storage().data_ptr():
+        return None
+    if up.storage_offset() != gate.storage_offset() + width:
+        return None
+    rows_ok = all(gate.stride(dim) >= 2 * width for dim in range(gate.dim() - 1) if gate.shape[dim] > 1)
+    if not rows_ok:  # a row stride under 2d would make the rows of the view overlap
+        return None
+    return gate.as_strided((*gate.shape[:-1], 2 * width), gate.stride(), gate.storage_offset())
+
+
 def silu_and_mul_reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
