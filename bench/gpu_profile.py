@@ -156,11 +156,11 @@ def checked_configs(text: str, table: dict[str, BenchConfig]) -> list[BenchConfi
     configs = parse_configs(text, table)
     if any(config.with_ag for config in configs) and not os.environ.get("AG_SITE"):
         raise SystemExit("gpu_profile.py: AG_SITE (the installed project, bench/gpu_lane.sh sets it) is not set")
-    from ascend_graph.vllm_plugin.options import parse_additional_config
+    from ascend_graph.vllm_plugin.options import AscendGraphOptions
 
     for config in configs:  # options the installed project refuses would fail in every process: refuse them here
         if "additional_config" in config.llm_args:
-            parse_additional_config(config.llm_args["additional_config"])
+            AscendGraphOptions.parse(config.llm_args["additional_config"])
     return configs
 
 

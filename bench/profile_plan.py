@@ -56,7 +56,7 @@ def named_configs(pass_names: tuple[str, ...]) -> dict[str, BenchConfig]:
         "stock-no-async": BenchConfig("stock-no-async", False, {"async_scheduling": False}),
         # installed, no options: must measure as stock (the plugin is a pass-through then)
         "ag-noopts": BenchConfig("ag-noopts", True, {}),
-        "ag-sync": BenchConfig("ag-sync", True, _ag({"mode": "sync"})),
+        "ag-sync": BenchConfig("ag-sync", True, {**_ag({"mode": "sync"}), "async_scheduling": False}),
         "ag-forward-async": BenchConfig("ag-forward-async", True, _ag({"mode": "forward-async"})),
         "ag-fa-passes-all": BenchConfig("ag-fa-passes-all", True, _ag({"mode": "forward-async", "passes": "all"})),
     }
