@@ -388,22 +388,7 @@ class ModuleWalker:
         return Use("call", path, self.where(call), positional, keywords, star, self.result_use(call))
 
     def result_use(self, call: ast.Call) -> tuple[str, int]:
-        parent = self.parents.get(call)
-        if isinstance(parent, ast.Subscript) and parent.value is call:
-            index = parent.slice
-            return (
-                ("index", index.value)
-                if isinstance(index, ast.Constant) and isinstance(index.value, int)
-                else ("kept", 0)
-            )
-        if isinstance(parent, ast.Assign) and parent.value is call:
-            target = parent.targets[0]
-            if isinstance(target, ast.Tuple | ast.List) and not any(isinstance(e, ast.Starred) for e in target.elts):
-                return ("unpack", len(target.elts))
-            return ("kept", 0)
-        if isinstance(parent, ast.Expr | ast.withitem):
-            return ("kept", 0)
-        return ("whole", 0)
+        return result_use(self.parents, call)
 
     def visit_class(self, node: ast.ClassDef) -> None:
         project_class = f"{self.module.name}.{node.name}"
@@ -431,6 +416,23 @@ class ModuleWalker:
     def in_versions_constant(self, node: ast.Tuple) -> bool:
         parent = self.parents.get(node)
         return isinstance(parent, ast.Assign) and any("VERSION" in (dotted(t) or "") for t in parent.targets)
+
+
+def result_use(parents: dict[ast.AST, ast.AST], call: ast.Call) -> tuple[str, int]:
+    """How a call's result is used: ("unpack", n), ("index", i), ("kept", 0) or ("whole", 0)."""
+    parent = parents.get(call)
+    if isinstance(parent, ast.Subscript) and parent.value is call:
+        index = parent.slice
+        literal = isinstance(index, ast.Constant) and isinstance(index.value, int)
+        return ("index", index.value) if literal else ("kept", 0)
+    if isinstance(parent, ast.Assign) and parent.value is call:
+        target = parent.targets[0]
+        if isinstance(target, ast.Tuple | ast.List) and not any(isinstance(e, ast.Starred) for e in target.elts):
+            return ("unpack", len(target.elts))
+        return ("kept", 0)
+    if isinstance(parent, ast.Expr | ast.withitem):
+        return ("kept", 0)
+    return ("whole", 0)
 
 
 NOT_OBJECT_NAMES = re.compile(r"logger|entry_point", re.IGNORECASE)
