@@ -57,4 +57,8 @@ class StreamError(AscendGraphError):
 
 
 class ConformanceSourcesError(AscendGraphError):
-    """The pinned torch_npu / vllm-ascend sources that the Ascend conformance check reads are not available."""
+    """The pinned sources (torch_npu, vllm-ascend, vLLM) that the conformance checks read are not available."""
+
+
+class UnsupportedVllmError(AscendGraphError, ValueError):
+    """ascend_graph was asked for on a vLLM outside the range its lane declares (vllm_plugin/versions.py)."""

@@ -17,14 +17,15 @@ import ast
 import importlib
 import importlib.metadata
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .inherited import caller_problems, own_names, self_uses, tuple_arities
 from .op_schemas import Op
 from .reference import Reference, _normalise
 from .source_index import Function, Klass, Missing, Module, SourceTree, Unknown, Value, signature_from_ast
-from .uses import NO_LITERAL, Use, gather_uses, project_tree, super_calls
+from .uses import ASCEND_ROOTS, NO_LITERAL, Roots, Use, gather_uses, project_modules, project_tree, super_calls
 
 OK, FAIL, UNVERIFIED = "ok", "FAIL", "unverified"
 
@@ -59,10 +60,13 @@ HOST_COMPILER_CALLER = ("ascend_graph.vllm_plugin.compiler", "self.inner")
 HOST_PLATFORM = "vllm_ascend.platform.NPUPlatform"
 
 
-def run_check(reference: Reference, root: Path) -> list[Row]:
-    """Every tracked use in the project under `root`, checked; one row per (kind, name)."""
+def run_check(
+    reference: Reference, root: Path, roots: Roots = ASCEND_ROOTS, uses: list[Use] | None = None
+) -> list[Row]:
+    """Every use of a name under `roots` in the project under `root` (or the `uses` gathered from it), checked;
+    one row per (kind, name)."""
     project = project_tree(root)
-    uses = gather_uses(root)
+    uses = list(gather_uses(root, roots) if uses is None else uses)
     if any(use.kind == "subclass" and use.path == HOST_PLATFORM for use in uses):
         uses += host_compiler_uses(reference, project)
     return check_uses(reference, uses, project)
@@ -213,6 +217,10 @@ def _check_call(reference: Reference, row: Row, entity: object, bound: bool, use
     error = _bind(signature, use)
     if error is not None:
         row.problems.append(f"call {_call_text(use)} at {use.where} does not fit {signature}: {error}")
+    how, number = use.result or ("kept", 0)
+    arities = tuple_arities(entity) if isinstance(entity, Function) and how == "unpack" else None
+    if arities is not None and number not in arities:
+        row.problems.append(f"{use.where} unpacks {number} values; {entity.qualname} returns {sorted(arities)}")
 
 
 def _check_op_call(row: Row, op: Op, use: Use) -> None:
@@ -271,7 +279,8 @@ def _check_subclass(reference: Reference, use: Use, project: SourceTree) -> list
         return [head]
     rows = [head]
     project_class = project.resolve(use.value)
-    for klass in _classes_before(project, project_class, use.path):
+    classes = _classes_before(project, project_class, use.path)
+    for klass in classes:
         for name, member in klass.members.items():
             if name.startswith("__") or not isinstance(member, Function | Value):
                 continue
@@ -279,7 +288,20 @@ def _check_subclass(reference: Reference, use: Use, project: SourceTree) -> list
         for owner, call, name in super_calls(project, klass):
             if owner is klass:
                 rows.extend(_super_call_row(reference, base, project, project_class, klass, call, name))
+    defined, assigned = own_names(project, project_class, _project_classes(project))
+    for inherited in self_uses(project, classes, base.qualname, defined):
+        first = inherited.path.partition("().")[2].partition(".")[0]
+        in_base, _ = resolve_path(reference, f"{base.qualname}().{first}")
+        if first in assigned and isinstance(in_base, Missing | Unknown):
+            continue  # an attribute the project assigns and the base does not (or may not) have: the project's own
+        rows.extend(_check_use(reference, inherited, project))
     return rows
+
+
+def _project_classes(project: SourceTree) -> list[Klass]:
+    root = project.packages["ascend_graph"]
+    modules = [project.module(name) for name in project_modules(root)]
+    return [k for m in modules if m is not None for k in m.bindings.values() if isinstance(k, Klass) and k.module is m]
 
 
 def _classes_before(project: SourceTree, project_class: Klass, base_path: str) -> list[Klass]:
@@ -319,6 +341,9 @@ def _override_row(reference: Reference, base: Klass, klass: Klass, name: str, me
             row.problems.extend(signature_problems(signature, _bound_signature(member))[0])
     elif isinstance(found, Function) and isinstance(member, Function):
         row.problems.extend(override_problems(found, member))
+        callers = reference.callers.of(base, name)
+        row.problems.extend(caller_problems(_bound_signature(member), callers))
+        row.detail += f"; {len(callers)} call(s) in {reference.label} checked" if callers else ""
     elif isinstance(found, Function) != isinstance(member, Function):
         row.problems.append(f"{name}: a {type(member).__name__.lower()} replaces a {type(found).__name__.lower()}")
     return row
@@ -379,7 +404,8 @@ def _super_call_row(
     keywords = tuple(k.arg for k in call.keywords if k.arg is not None)
     star = any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords)
     where = f"{project.relpath(caller.module.path)}:{call.lineno}"
-    use = Use("call", f"{base.qualname}.{name}", where, len(call.args), keywords, star, ("kept", 0))
+    positional = sum(1 for a in call.args if not isinstance(a, ast.Starred))
+    use = Use("call", f"{base.qualname}.{name}", where, positional, keywords, star, ("kept", 0))
     row = Row("super() call", use.path, used_at=[f"{where} ({caller.node.name})"])
     found, _ = resolve_path(reference, use.path)
     _describe(reference, row, found)
@@ -476,11 +502,13 @@ def _file_of(where: str) -> str:
     return f"{path} {owner}".strip()
 
 
-def markdown_table(rows: list[Row], reference: Reference) -> str:
-    """The checked names as a Markdown table (docs/ascend-conformance.md)."""
+def markdown_table(rows: list[Row], reference: Reference, lanes_of: Callable[[Row], set[str]] | None = None) -> str:
+    """The checked names as a Markdown table (docs/ascend-conformance.md); with `lanes_of`, a column of the lanes
+    whose files use each name (docs/vllm-conformance.md)."""
+    lanes = "lanes | " if lanes_of else ""
     lines = [
-        f"| status | kind | name | defined in {reference.label} | checked against | used at |",
-        "|---|---|---|---|---|---|",
+        f"| status | kind | name | defined in {reference.label} | checked against | {lanes}used at |",
+        "|---|---|---|---|---|---|" + ("---|" if lanes_of else ""),
     ]
     for row in rows:
         detail = row.detail + ("; " + "; ".join(row.problems) if row.problems else "")
@@ -492,6 +520,7 @@ def markdown_table(rows: list[Row], reference: Reference) -> str:
             f"`{row.name}`",
             row.found_at or "–",
             detail.replace("|", "\\|"),
+            *([", ".join(sorted(lanes_of(row)))] if lanes_of else []),
             ", ".join(files),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -15,12 +15,14 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import ConformanceSourcesError
-from .pins import PINS, Pin
+from .pins import BUILD_TOOLS, PINS, Pin
 
 TEXT_SUFFIXES = (".py", ".yaml", "METADATA", "PKG-INFO")
+PARALLEL_DOWNLOADS = 4
 MARKER = ".unpacked-sha256"
 
 
@@ -43,29 +45,60 @@ def unpacked(pin: Pin, cache: Path | None = None) -> Path:
     marker = folder / MARKER
     if not marker.is_file() or marker.read_text().strip() != pin.sha256:
         raise ConformanceSourcesError(
-            f"the Ascend conformance check needs {pin.label} ({pin.filename}, sha256 {pin.sha256}) unpacked in "
+            f"the conformance check needs {pin.label} ({pin.filename}, sha256 {pin.sha256}) unpacked in "
             f"{folder}; run `./dev test` or `python -m ascend_graph.conformance fetch` (needs the package index)"
         )
     return folder
 
 
-def fetch(cache: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Download (when absent or wrong), verify and unpack every pin; returns distribution -> folder."""
+def fetch(
+    cache: Path | None = None, log: Callable[[str], None] = print, pins: tuple[Pin, ...] = PINS
+) -> dict[str, Path]:
+    """Download (when absent or wrong), verify and unpack every pin; returns its label -> folder. Downloads run
+    side by side: pip mostly waits on the index and on an sdist's metadata step."""
     cache = cache or default_cache()
     cache.mkdir(parents=True, exist_ok=True)
-    folders = {}
-    for pin in PINS:
-        try:
-            folders[pin.distribution] = unpacked(pin, cache)
-            continue
-        except ConformanceSourcesError:
-            pass
-        archive = cache / pin.filename
-        if not archive.is_file() or sha256_of(archive) != pin.sha256:
-            _download(pin, cache)
+    missing = [pin for pin in pins if not _is_unpacked(pin, cache)]
+    wanted = [pin for pin in missing if not _archive_ok(pin, cache)]
+    if any(pin.build_tools for pin in wanted):
+        _build_tools(cache)  # once, before the downloads that use it
+    for pin in wanted:
+        log(f"ascend_graph conformance: downloading {pin.label} ({pin.filename})")
+    with ThreadPoolExecutor(max_workers=PARALLEL_DOWNLOADS) as pool:
+        for future in [pool.submit(_download, pin, cache) for pin in wanted]:
+            future.result()  # the first error raised, with pip's message
+    for pin in missing:
         log(f"ascend_graph conformance: unpacking {pin.label} ({pin.filename})")
-        folders[pin.distribution] = _unpack(pin, archive, cache)
-    return folders
+        _unpack(pin, cache / pin.filename, cache)
+    return {pin.label: unpacked(pin, cache) for pin in pins}
+
+
+def _is_unpacked(pin: Pin, cache: Path) -> bool:
+    try:
+        unpacked(pin, cache)
+    except ConformanceSourcesError:
+        return False
+    return True
+
+
+def _archive_ok(pin: Pin, cache: Path) -> bool:
+    archive = cache / pin.filename
+    return archive.is_file() and sha256_of(archive) == pin.sha256
+
+
+def _build_tools(cache: Path) -> Path:
+    """A folder holding BUILD_TOOLS (pip install --target), for PYTHONPATH while an sdist's metadata is made."""
+    folder = cache / "build-tools"
+    stamp = folder / ".installed"
+    if stamp.is_file() and stamp.read_text().split() == list(BUILD_TOOLS):
+        return folder
+    command = [sys.executable, "-m", "pip", "install", "-q", "--upgrade", "--target", str(folder), *BUILD_TOOLS]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-12:])
+        raise ConformanceSourcesError(f"pip could not install {' '.join(BUILD_TOOLS)} into {folder}:\n{tail}")
+    stamp.write_text(" ".join(BUILD_TOOLS) + "\n")
+    return folder
 
 
 def _download(pin: Pin, cache: Path) -> None:
@@ -74,9 +107,10 @@ def _download(pin: Pin, cache: Path) -> None:
         requirements.write_text(pin.requirement + "\n")
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "-r", str(requirements)]
         command += ["-d", scratch, *pin.pip_args]
-        result = subprocess.run(
-            command, env={**os.environ, **dict(pin.env)}, capture_output=True, text=True, check=False
-        )
+        env = {**os.environ, **dict(pin.env)}
+        if pin.build_tools:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_build_tools(cache)), env.get("PYTHONPATH")]))
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         downloaded = Path(scratch) / pin.filename
         if result.returncode != 0 or not downloaded.is_file():
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-12:])

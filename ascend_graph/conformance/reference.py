@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .inherited import Callers
 from .op_schemas import Op, read_op_schemas
 from .source_index import Alias, SourceTree
 
@@ -33,9 +34,17 @@ class Reference:
     ops: dict[str, Op]
     distributions: dict[str, str]  # normalised distribution name -> version
     label: str
+    _callers: Callers | None = field(default=None, repr=False)
 
     def resolve(self, name: str) -> object:
         return self.tree.resolve(name)
+
+    @property
+    def callers(self) -> Callers:
+        """The reference's own calls, by method name (read on first use: the whole tree's texts)."""
+        if self._callers is None:
+            self._callers = Callers(self.tree)
+        return self._callers
 
 
 def _normalise(name: str) -> str:

@@ -270,6 +270,9 @@ class SourceTree:
                     module.star_imports.append(source)
                 else:
                     module.bindings[alias.asname or alias.name] = Alias(f"{source}.{alias.name}")
+        elif _renamed(stmt) is not None:  # `CudaPlatform = NvmlCudaPlatform if nvml_available else ...`
+            name, target = _renamed(stmt)
+            module.bindings.setdefault(name, Alias(self.absolute(module, target)))
         else:
             for name in _assigned_names(stmt):
                 module.bindings.setdefault(name, Value(f"{module.name}.{name}", self.where(module, stmt), stmt))
@@ -295,6 +298,8 @@ class SourceTree:
                 for inner in ast.walk(stmt):
                     if isinstance(inner, ast.Assign | ast.AnnAssign):
                         targets = inner.targets if isinstance(inner, ast.Assign) else [inner.target]
+                        # `self.a, self.b = ...` sets both
+                        targets = [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]
                         for target in targets:
                             if isinstance(target, ast.Attribute) and dotted(target.value) == "self":
                                 value = Value(f"{qualname}.{target.attr}", self.where(module, inner), inner, module)
@@ -415,11 +420,46 @@ class SourceTree:
         for current in self.mro(klass):
             if isinstance(current, Unknown):
                 return current
+            generated = _dataclass_signature(current, self)
+            if generated is not None and "__init__" not in current.members:
+                return generated
             for special in ("__init__", "__new__"):
                 function = current.members.get(special)
                 if isinstance(function, Function):
                     return signature_from_ast(function.node.args, drop_first=True)
         return inspect.Signature([])
+
+
+def _renamed(stmt: ast.stmt) -> tuple[str, str] | None:
+    """`X = Y` or `X = Y if cond else Z` at module level, with Y a dotted name: (X, Y). The conditional one is read
+    as its first branch (vLLM's `CudaPlatform` is the NVML one wherever NVML loads; both share one base class)."""
+    if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+        return None
+    value = stmt.value.body if isinstance(stmt.value, ast.IfExp) else stmt.value
+    target = dotted(value) if isinstance(value, ast.Name | ast.Attribute) else None
+    return (stmt.targets[0].id, target) if target is not None and target != stmt.targets[0].id else None
+
+
+def _dataclass_signature(klass: Klass, tree: SourceTree) -> inspect.Signature | None:
+    """The generated `__init__` of a `@dataclass` without its own: its annotated fields, bases' first."""
+    if not any(
+        (dotted(d.func if isinstance(d, ast.Call) else d) or "").endswith("dataclass")
+        for d in klass.node.decorator_list
+    ):
+        return None
+    fields: dict[str, inspect.Parameter] = {}
+    for current in reversed([k for k in tree.mro(klass) if isinstance(k, Klass)]):
+        for stmt in current.node.body:
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and "ClassVar" not in ast.unparse(stmt.annotation)
+            ):
+                default = inspect.Parameter.empty if stmt.value is None else SourceDefault(ast.unparse(stmt.value))
+                fields[stmt.target.id] = inspect.Parameter(
+                    stmt.target.id, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default
+                )
+    return inspect.Signature(list(fields.values()), __validate_parameters__=False)
 
 
 def _string_list(node: ast.expr | None) -> list[str] | None:

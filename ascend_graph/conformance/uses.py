@@ -30,15 +30,38 @@ from pathlib import Path
 
 from .source_index import Function, Klass, SourceTree, dotted
 
-TRACKED_ROOTS = ("torch_npu", "torch.npu", "torchair", "npugraph_ex", "vllm_ascend")
-ASCEND_WORDS = re.compile(r"npu|ascend|torchair|npugraph", re.IGNORECASE)
-DOTTED_STRING = re.compile(r"^(torch_npu|vllm_ascend|torchair|npugraph_ex|torch\.npu)(\.[A-Za-z_]\w*)+$")
 VERSION_READERS = ("version", "_version", "_installed")
 MODULE_FINDERS = ("find_spec", "import_module")
 
 
+@dataclass(frozen=True)
+class Roots:
+    """What one check tracks: the top-level names (`torch_npu`, `vllm`...) and the words that make a literal
+    string given to `find_spec` or a version reader one of its module or distribution names."""
+
+    names: tuple[str, ...]
+    words: re.Pattern[str]
+
+    def tracked(self, path: str) -> bool:
+        return any(path == root or path.startswith(root + ".") for root in self.names)
+
+    def dotted_string(self, text: str) -> bool:
+        """A literal naming a tracked object by its qualified name (`"vllm_ascend.platform.NPUPlatform"`)."""
+        parts = text.split(".")
+        return self.tracked(text) and text not in self.names and all(part.isidentifier() for part in parts)
+
+
+ASCEND_ROOTS = Roots(
+    ("torch_npu", "torch.npu", "torchair", "npugraph_ex", "vllm_ascend"),
+    re.compile(r"npu|ascend|torchair|npugraph", re.IGNORECASE),
+)
+VLLM_ROOTS = Roots(("vllm",), re.compile(r"^vllm(\.\w+)*$"))  # not "vllm-cpu": that is the lane, not vLLM's name
+TRACKED_ROOTS = ASCEND_ROOTS.names
+
+
 def tracked(path: str) -> bool:
-    return any(path == root or path.startswith(root + ".") for root in TRACKED_ROOTS)
+    """Tracked by the Ascend check (the default of every function here)."""
+    return ASCEND_ROOTS.tracked(path)
 
 
 @dataclass
@@ -88,23 +111,25 @@ def project_modules(root: Path) -> Iterator[str]:
                 yield name
 
 
-def gather_uses(root: Path) -> list[Use]:
-    """Every use of a tracked name in the project under `root`."""
+def gather_uses(root: Path, roots: Roots = ASCEND_ROOTS) -> list[Use]:
+    """Every use of a name under `roots` in the project under `root`."""
     tree = project_tree(root)
     modules = [m for m in (tree.module(name) for name in project_modules(root)) if m is not None]
     returns = protocol_returns(tree, modules)
     uses: list[Use] = []
     for module in modules:
-        uses.extend(ModuleWalker(tree, module, returns).walk())
+        uses.extend(ModuleWalker(tree, module, returns, roots).walk())
     return uses
 
 
-def annotated_as(node: ast.expr) -> str | None:
+def annotated_as(node: ast.expr, roots: Roots = ASCEND_ROOTS) -> str | None:
     """The tracked path named by the metadata of `Annotated[T, "torch.npu"]`, else None."""
     if not (isinstance(node, ast.Subscript) and dotted(node.value) in ("Annotated", "typing.Annotated")):
         return None
     metadata = node.slice.elts[1:] if isinstance(node.slice, ast.Tuple) else []
-    named = [m.value for m in metadata if isinstance(m, ast.Constant) and isinstance(m.value, str) and tracked(m.value)]
+    named = [
+        m.value for m in metadata if isinstance(m, ast.Constant) and isinstance(m.value, str) and roots.tracked(m.value)
+    ]
     return named[0] if named else None
 
 
@@ -130,8 +155,12 @@ def protocol_returns(tree: SourceTree, modules: list[object]) -> dict[str, str]:
 
 
 class ModuleWalker:
-    def __init__(self, tree: SourceTree, module: object, protocol_returns: dict[str, str]) -> None:
+    def __init__(
+        self, tree: SourceTree, module: object, protocol_returns: dict[str, str], roots: Roots = ASCEND_ROOTS
+    ) -> None:
         self.tree = tree
+        self.roots = roots
+        self.tracked = roots.tracked
         self.module = module
         self.protocol_returns = protocol_returns
         self.parents = {child: parent for parent in ast.walk(module.tree) for child in ast.iter_child_nodes(parent)}
@@ -207,14 +236,14 @@ class ModuleWalker:
         if path is None:
             return None
         resolved = self.global_path(path)
-        return resolved if resolved is not None and tracked(resolved) else None
+        return resolved if resolved is not None and self.tracked(resolved) else None
 
     # --- values ------------------------------------------------------------------------------------------------
     def global_path(self, path: str) -> str | None:
         head, _, rest = path.partition(".")
         binding = self.module.bindings.get(head)
         if binding is None:
-            return path if head in ("torch",) or tracked(path) else None
+            return path if head in ("torch",) or self.tracked(path) else None
         absolute = self.tree.absolute(self.module, head)
         return absolute + ("." + rest if rest else "")
 
@@ -226,7 +255,7 @@ class ModuleWalker:
             path = self.global_path(node.id)
             return (
                 path
-                if path is not None and (tracked(path) or path == "torch" or self.is_project_function(path))
+                if path is not None and (self.tracked(path) or path == "torch" or self.is_project_function(path))
                 else None
             )
         if isinstance(node, ast.Attribute):
@@ -263,7 +292,7 @@ class ModuleWalker:
                 }
                 if len(values) == 1:
                     value = values.pop()
-                    self._returns[path] = value if value is not None and tracked(value) else None
+                    self._returns[path] = value if value is not None and self.tracked(value) else None
         return self._returns[path]
 
     def self_attribute(self, node: ast.Attribute) -> str | None:
@@ -280,7 +309,7 @@ class ModuleWalker:
     def _self_attribute(self, klass: ast.ClassDef, node: ast.Attribute) -> str | None:
         for stmt in klass.body:
             if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and stmt.target.id == node.attr:
-                named = annotated_as(stmt.annotation)
+                named = annotated_as(stmt.annotation, self.roots)
                 if named is not None:
                     return named
                 typed = self.annotation_path(stmt.annotation)
@@ -304,7 +333,7 @@ class ModuleWalker:
         for node in ast.walk(self.module.tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 for path in self.import_targets(node).values():
-                    if tracked(path):
+                    if self.tracked(path):
                         self.uses.append(Use("import", path, self.where(node)))
             elif isinstance(node, ast.Attribute | ast.Name):
                 self.visit_name(node)
@@ -331,7 +360,7 @@ class ModuleWalker:
         scope = self.scope_of(node)
         if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
             owner = self.path_of(node.value, scope)
-            if owner is not None and tracked(owner):
+            if owner is not None and self.tracked(owner):
                 value = self.parents.get(node)
                 literal = (
                     value.value.value
@@ -343,7 +372,7 @@ class ModuleWalker:
         path = self.path_of(node, scope)
         if (
             path is None
-            or not tracked(path)
+            or not self.tracked(path)
             or (isinstance(node, ast.Name) and node.id in scope and path.endswith("()"))
         ):
             return
@@ -359,49 +388,62 @@ class ModuleWalker:
         return Use("call", path, self.where(call), positional, keywords, star, self.result_use(call))
 
     def result_use(self, call: ast.Call) -> tuple[str, int]:
-        parent = self.parents.get(call)
-        if isinstance(parent, ast.Subscript) and parent.value is call:
-            index = parent.slice
-            return (
-                ("index", index.value)
-                if isinstance(index, ast.Constant) and isinstance(index.value, int)
-                else ("kept", 0)
-            )
-        if isinstance(parent, ast.Assign) and parent.value is call:
-            target = parent.targets[0]
-            if isinstance(target, ast.Tuple | ast.List) and not any(isinstance(e, ast.Starred) for e in target.elts):
-                return ("unpack", len(target.elts))
-            return ("kept", 0)
-        if isinstance(parent, ast.Expr | ast.withitem):
-            return ("kept", 0)
-        return ("whole", 0)
+        return result_use(self.parents, call)
 
     def visit_class(self, node: ast.ClassDef) -> None:
         project_class = f"{self.module.name}.{node.name}"
         for base in node.bases:
             path = self.path_of(base, {})
-            if path is not None and tracked(path):
+            if path is not None and self.tracked(path):
                 self.uses.append(Use("subclass", path, self.where(node), value=project_class))
 
     def visit_string(self, node: ast.Constant) -> None:
         text = node.value
         parent = self.parents.get(node)
-        if text == OWN_DISTRIBUTION:
+        if text == OWN_DISTRIBUTION or _names_no_object(parent):
             return
-        if DOTTED_STRING.match(text):
+        if self.roots.dotted_string(text):
             self.uses.append(Use("string", text, self.where(node)))
-        elif isinstance(parent, ast.Call) and node in parent.args and ASCEND_WORDS.search(text):
+        elif isinstance(parent, ast.Call) and node in parent.args and self.roots.words.search(text):
             called = (dotted(parent.func) or "").rpartition(".")[2]
             if called in MODULE_FINDERS:
                 self.uses.append(Use("module", text, self.where(node)))
             elif called in VERSION_READERS:
                 self.uses.append(Use("distribution", text, self.where(node)))
-        elif isinstance(parent, ast.Tuple) and ASCEND_WORDS.search(text) and self.in_versions_constant(parent):
+        elif isinstance(parent, ast.Tuple) and self.roots.words.search(text) and self.in_versions_constant(parent):
             self.uses.append(Use("distribution", text, self.where(node)))
 
     def in_versions_constant(self, node: ast.Tuple) -> bool:
         parent = self.parents.get(node)
         return isinstance(parent, ast.Assign) and any("VERSION" in (dotted(t) or "") for t in parent.targets)
+
+
+def result_use(parents: dict[ast.AST, ast.AST], call: ast.Call) -> tuple[str, int]:
+    """How a call's result is used: ("unpack", n), ("index", i), ("kept", 0) or ("whole", 0)."""
+    parent = parents.get(call)
+    if isinstance(parent, ast.Subscript) and parent.value is call:
+        index = parent.slice
+        literal = isinstance(index, ast.Constant) and isinstance(index.value, int)
+        return ("index", index.value) if literal else ("kept", 0)
+    if isinstance(parent, ast.Assign) and parent.value is call:
+        target = parent.targets[0]
+        if isinstance(target, ast.Tuple | ast.List) and not any(isinstance(e, ast.Starred) for e in target.elts):
+            return ("unpack", len(target.elts))
+        return ("kept", 0)
+    if isinstance(parent, ast.Expr | ast.withitem):
+        return ("kept", 0)
+    return ("whole", 0)
+
+
+NOT_OBJECT_NAMES = re.compile(r"logger|entry_point", re.IGNORECASE)
+
+
+def _names_no_object(parent: ast.AST | None) -> bool:
+    """A string given to a logger or an entry-point lookup (`getLogger("vllm.ascend_graph")`,
+    `entry_points(group="vllm.platform_plugins")`): a dotted name, but not of a module or object."""
+    if isinstance(parent, ast.keyword):
+        return parent.arg == "group"
+    return isinstance(parent, ast.Call) and bool(NOT_OBJECT_NAMES.search(dotted(parent.func) or ""))
 
 
 def super_calls(tree: SourceTree, project_class: Klass) -> Iterator[tuple[Klass, ast.Call, str]]:

@@ -255,8 +255,9 @@ class StaticSetsRunner:
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.ag_random = random.Random(1000 + rank)
 
-    def initialize_kv_cache(self, kv_cache_config: Any) -> None:
-        super().initialize_kv_cache(kv_cache_config)  # type: ignore[misc]
+    def initialize_kv_cache(self, kv_cache_config: Any, *args: Any, **kwargs: Any) -> None:
+        # vLLM 0.32 passes is_profiling= / kv_cache_allocation_context= (vllm_conformance: its callers)
+        super().initialize_kv_cache(kv_cache_config, *args, **kwargs)  # type: ignore[misc]
         if self.ag_unsafe_staging:
             _single_buffer_staging()
         manager = self.cudagraph_manager

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ascend_graph.conformance.__main__ import DOC_HEADER
+from ascend_graph.conformance.__main__ import ascend_document
 from ascend_graph.conformance.check import FAIL, markdown_table, run_check
 from ascend_graph.conformance.fetch import fetch, sha256_of, unpacked
-from ascend_graph.conformance.pins import PINS, TORCH_NPU, VLLM_ASCEND
+from ascend_graph.conformance.pins import PINS, TORCH_NPU, TORCH_NPU_NEWEST, TORCH_NPUS, VLLM_ASCEND, Pin
 from ascend_graph.conformance.reference import Reference, load_reference
 from ascend_graph.errors import ConformanceSourcesError
 
@@ -48,39 +48,51 @@ EXPECTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def reference() -> Reference:
+def _sources(pins: tuple[Pin, ...]) -> list[Path]:
     try:
         try:
-            torch_npu, vllm_ascend = unpacked(TORCH_NPU), unpacked(VLLM_ASCEND)
+            return [unpacked(pin) for pin in pins]
         except ConformanceSourcesError:
-            fetch()
-            torch_npu, vllm_ascend = unpacked(TORCH_NPU), unpacked(VLLM_ASCEND)
+            fetch(pins=pins)
+            return [unpacked(pin) for pin in pins]
     except ConformanceSourcesError as error:
-        pytest.fail(f"Ascend conformance sources unavailable: {error}", pytrace=False)
-    return load_reference(torch_npu, vllm_ascend)
+        pytest.fail(f"conformance sources unavailable: {error}", pytrace=False)
 
 
-def test_the_pinned_archives_are_the_ones_read(reference: Reference) -> None:
+@pytest.fixture(scope="module")
+def references() -> list[Reference]:
+    *torch_npus, vllm_ascend = _sources((*TORCH_NPUS, VLLM_ASCEND))
+    return [load_reference(torch_npu, vllm_ascend) for torch_npu in torch_npus]
+
+
+@pytest.fixture(scope="module")
+def reference(references: list[Reference]) -> Reference:
+    return references[0]
+
+
+def test_the_pinned_archives_are_the_ones_read(references: list[Reference]) -> None:
     for pin in PINS:
         archive = unpacked(pin).parent / pin.filename
         if archive.is_file():  # unpacked() checked the marker; the archive may have been cleaned away since
             assert sha256_of(archive) == pin.sha256
-    assert reference.distributions == {"torch-npu": "2.11.0", "vllm-ascend": "0.23.0.post1"}
+    assert [r.distributions for r in references] == [
+        {"torch-npu": pin.version, "vllm-ascend": "0.23.0.post1"} for pin in (TORCH_NPU, TORCH_NPU_NEWEST)
+    ]
 
 
-def test_every_ascend_name_ascend_graph_uses_exists_and_fits(reference: Reference) -> None:
+@pytest.mark.parametrize("which", [0, 1], ids=[pin.version for pin in TORCH_NPUS])
+def test_every_ascend_name_ascend_graph_uses_exists_and_fits(references: list[Reference], which: int) -> None:
+    reference = references[which]
     rows = run_check(reference, ROOT)
     print("\n" + markdown_table(rows, reference))
     failed = [f"{row.name}: {'; '.join(row.problems)}" for row in rows if row.status == FAIL]
-    assert not failed, "Ascend conformance failures:\n" + "\n".join(failed)
+    assert not failed, f"Ascend conformance failures against {reference.label}:\n" + "\n".join(failed)
     missing = EXPECTED - {row.name for row in rows}
     assert not missing, f"the check no longer finds these uses: {sorted(missing)}"
 
 
-def test_the_docs_table_is_current(reference: Reference) -> None:
-    rows = run_check(reference, ROOT)
-    wanted = DOC_HEADER.format(label=reference.label) + markdown_table(rows, reference)
+def test_the_docs_table_is_current(references: list[Reference]) -> None:
+    wanted = ascend_document(references, [run_check(reference, ROOT) for reference in references])
     assert DOC.read_text() == wanted, (
         "docs/ascend-conformance.md is out of date: python -m ascend_graph.conformance --markdown "
         "docs/ascend-conformance.md"
