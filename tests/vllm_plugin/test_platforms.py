@@ -43,9 +43,29 @@ def test_platform_plugin_names_the_cpu_platform_here_and_stays_out_beside_vllm_a
     # vLLM refuses to start when two platform plugins activate: beside vllm-ascend, only an explicit choice counts.
     assert plugin.platform_plugin() is None
     monkeypatch.setenv("VLLM_PLUGINS", "ascend_graph,ascend_kv_connector")
+    monkeypatch.setattr(vllm, "__version__", "0.23.0")  # the vLLM vllm-ascend 0.23.0.post1 runs on (versions.py)
     assert plugin.platform_plugin() == "ascend_graph.vllm_plugin.platform_npu.AscendGraphNpuPlatform"
     monkeypatch.setenv("VLLM_PLUGINS", "ascend")  # ours is not loaded at all then; if called anyway, stay out
     assert plugin.platform_plugin() is None
+
+
+def test_outside_its_lanes_vllm_range_the_platform_stays_out_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On a vLLM outside the versions checked for the lane (versions.SUPPORTED) the plugin names no platform, so
+    vLLM runs as without ascend_graph, and one warning says so (at 9a9c1a4: the platform activated on any
+    0.26-0.32 and only warned "expect breakage" outside it)."""
+    import ascend_graph.vllm_plugin as plugin
+
+    monkeypatch.delenv("VLLM_PLUGINS", raising=False)
+    monkeypatch.setattr(vllm, "__version__", "0.26.0")  # the CUDA lane's version, not the CPU lane's
+    with caplog.at_level(logging.WARNING, logger="vllm.ascend_graph"):
+        assert plugin.platform_plugin() is None
+    (record,) = [r for r in caplog.records if r.name == "vllm.ascend_graph"]
+    assert "vLLM 0.26.0 is outside" in record.message and "cpu: vLLM 0.32.x" in record.message
+    assert "vLLM runs as if ascend_graph were not installed" in record.message
+    monkeypatch.setattr(vllm, "__version__", "0.32.1")  # any patch release of the declared minor version
+    assert plugin.platform_plugin() == "ascend_graph.vllm_plugin.platform.AscendGraphCpuPlatform"
 
 
 def _config(model_dir: Path, **engine_args: Any) -> Any:
