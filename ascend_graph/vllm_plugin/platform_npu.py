@@ -7,7 +7,8 @@ passes (`ascend_graph::` ops with torch_npu kernels, kernels/npu.py), then by de
 ("host" lowering: torchair / npugraph_ex) — and maps `mode` onto vllm-ascend's async scheduling (graph_mode.py).
 With vllm-ascend's Model Runner V2 (`VLLM_USE_V2_MODEL_RUNNER=1`) and `graph_runner: "ascend_graph"` (the default)
 it also runs its own FULL graphs, static sets and per-set attention-parameter updates (npu_runner.py, the GPU
-lane's code); otherwise vllm-ascend's runner and ACLGraphWrapper capture and replay, as before.
+lane's code), and vllm-ascend's ACLGraphWrapper captures the pieces per static set (npu_pieces.py); otherwise
+vllm-ascend's runner and ACLGraphWrapper capture and replay, as before.
 
 Coexistence: vLLM refuses to start when two platform plugins activate, so beside vllm-ascend ascend_graph's plugin
 stays out unless `VLLM_PLUGINS` names it (see `platform_plugin()` in __init__.py and the README).
@@ -24,6 +25,7 @@ from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requeste
 from .options import parse_additional_config
 
 WORKER = "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
+PIECE_WRAPPER = "ascend_graph.vllm_plugin.npu_pieces.StaticSetACLGraphWrapper"
 HOST_WORKER = "vllm_ascend.worker.worker.NPUWorker"
 
 logger = init_logger("vllm." + __name__)
@@ -31,6 +33,12 @@ logger = init_logger("vllm." + __name__)
 
 class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
     ascend_graph_default_lowering = "host"
+
+    @classmethod
+    def get_static_graph_wrapper_cls(cls) -> str:
+        """vllm-ascend's ACLGraphWrapper with one graph per static set (npu_pieces.py): forward-async captures the
+        pieces once per set. Static set 0 is all there is outside ascend_graph's runner: vllm-ascend's behaviour."""
+        return PIECE_WRAPPER
 
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:

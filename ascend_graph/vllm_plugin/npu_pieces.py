@@ -1,0 +1,39 @@
+"""vllm-ascend's piece wrapper with one graph per (batch descriptor, static set) — for ascend_graph's runner on Ascend.
+
+UNVERIFIED on an NPU (no Ascend NPU, CANN, torch_npu or vllm-ascend here); written against vllm-ascend 0.23.0.post1's
+`vllm_ascend.compilation.acl_graph.ACLGraphWrapper` and checked by the conformance test, and over a stand-in in
+tests/vllm_plugin/test_npu_pieces.py.
+
+vllm-ascend's `ACLGraphWrapper` keeps its graphs in `concrete_aclgraph_entries`, keyed by the batch descriptor
+alone; input addresses are checked only in its debug mode. Forward-async on Ascend captures the model once per static
+set (npu_runner.py, gpu_runner.StaticSetsRunner): with that wrapper as it is, set 1's capture would find set 0's
+graphs and replay them, so set 1's prefill and mixed steps would run on set 0's tokens. This subclass keeps one
+table of entries per static set and, before each call, puts the table of the set the runner names
+(`staging.static_set_in_use`) where vllm-ascend's code looks for it: capture, replay, weak references, its
+stream-resource diagnostics and its host synchronisation all stay vllm-ascend's own. Outside ascend_graph's runner
+the set is always 0: the wrapper behaves exactly as vllm-ascend's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vllm_ascend.compilation.acl_graph import ACLGraphWrapper
+
+from ..staging import static_set_in_use
+
+
+class StaticSetACLGraphWrapper(ACLGraphWrapper):
+    """ACLGraphWrapper with its entries per static set (module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ag_entries_per_set: dict[int, dict[Any, Any]] = {0: self.concrete_aclgraph_entries}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        label = static_set_in_use()
+        entries = self.ag_entries_per_set.get(label)
+        if entries is None:
+            entries = self.ag_entries_per_set[label] = {}
+        self.concrete_aclgraph_entries = entries  # the table vllm-ascend's __call__ captures into and replays from
+        return super().__call__(*args, **kwargs)
