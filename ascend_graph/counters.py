@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections import Counter
 
 
 class Count(str, enum.Enum):

@@ -302,8 +302,12 @@ class StaticSetsRunner:
     def post_kv_cache_wake_up(self) -> None:
         """After a sleep the KV-cache pool comes back with undefined contents; the sets made here live in it (they
         were allocated with the KV cache). vLLM rebuilds its block-table pointers for the tables installed now;
-        every set's pointers are rebuilt from its own tables and the sets made here start zeroed again, as made."""
-        super().post_kv_cache_wake_up()  # type: ignore[misc]
+        every set's pointers are rebuilt from its own tables and the sets made here start zeroed again, as made.
+        (vLLM 0.26's worker calls this after a KV-cache wake-up; vllm-ascend's does not: Ascend refuses sleep mode
+        with forward-async, platform_npu.py.)"""
+        host = getattr(super(), "post_kv_cache_wake_up", None)
+        if host is not None:
+            host()
         tables = self.block_tables
         for index, static_set in enumerate(self.ag_sets):
             if index > 0:

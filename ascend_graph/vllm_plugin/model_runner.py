@@ -527,15 +527,18 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
                 if scatter is not None:
                     destination, source = (torch.from_numpy(index) for index in scatter)
                     staged_ids[destination] = prev_tokens[source, 0].to(staged_ids.dtype)
-                with using_static_set(label), set_forward_context(
-                    staged["attn_metadata"],
-                    vllm_config,
-                    num_tokens=step.padded,
-                    num_tokens_across_dp=step.across_dp,
-                    cudagraph_runtime_mode=step.cudagraph_mode,
-                    batch_descriptor=step.batch_desc,
-                    slot_mapping=staged["slot_mappings"],
-                    is_padding=staged["is_padding"],
+                with (
+                    using_static_set(label),
+                    set_forward_context(
+                        staged["attn_metadata"],
+                        vllm_config,
+                        num_tokens=step.padded,
+                        num_tokens_across_dp=step.across_dp,
+                        cudagraph_runtime_mode=step.cudagraph_mode,
+                        batch_descriptor=step.batch_desc,
+                        slot_mapping=staged["slot_mappings"],
+                        is_padding=staged["is_padding"],
+                    ),
                 ):
                     hidden = GPUModelRunner._model_forward(
                         self,

@@ -13,11 +13,12 @@ rewrite a graph only after its previous replay has finished: vllm-ascend orders 
 main stream (main branch) or synchronises the host before a replay (its V1 wrapper, `ACLGraphWrapper`).
 
 Here forward-async keeps two static input sets (`ag_static_sets_for_async`; CUDA needs one, gpu_runner.py) and one
-FULL graph per (size, set) — and each set has its own graph parameters (events, task handles, workspaces). The update of step i writes the
-graphs of set i % 2 and waits, on the device, only for the last replay of that set (step i - 2): it overlaps replay
-i - 1, with no host synchronisation before any replay. That is what vllm-ascend's open PR #11915 attempts with
-double-buffered per-size events. PIECEWISE pieces stay with vllm-ascend's ACLGraphWrapper, keyed per static set
-(npu_pieces.py: the runner names the set of each capture and step).
+FULL graph per (size, set) — and each set has its own graph parameters (events, task handles, workspaces). The
+update of step i writes the graphs of set i % 2 and waits, on the device, only for the last replay of that set
+(step i - 2): it overlaps replay i - 1, with no host synchronisation before any replay. That is what
+vllm-ascend's open PR #11915 attempts with double-buffered per-size events. PIECEWISE pieces stay with
+vllm-ascend's ACLGraphWrapper, keyed per static set (npu_pieces.py: the runner names the set of each capture and
+step).
 """
 
 from __future__ import annotations

@@ -64,6 +64,21 @@ class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
                 v2,
                 worker,
             )
+        if own and options["mode"] == "forward-async":
+            _refuse_sleep_mode(vllm_config)
         configure_host_graph_mode(vllm_config, options, "Ascend (vllm-ascend)", logger, own_runner=own)
         if own:
             install_worker(vllm_config, WORKER, HOST_WORKER, "set additional_config.ascend_graph.graph_runner='vllm', ")
+
+
+def _refuse_sleep_mode(vllm_config: Any) -> None:
+    """Forward-async on Ascend keeps a second static input set, allocated with the KV cache: sleep mode discards
+    that memory and vllm-ascend's worker tells the runner nothing on wake-up, so the set's block-table pointers
+    would come back undefined. Refused at start-up, naming the settings, rather than replaying garbage."""
+    model_config = vllm_config.model_config
+    if model_config is not None and getattr(model_config, "enable_sleep_mode", False):
+        raise ValueError(
+            "ascend_graph mode 'forward-async' on Ascend cannot be combined with sleep mode (enable_sleep_mode=True): "
+            "its second static input set lives in the KV-cache memory that sleep discards; use mode 'sync', "
+            "graph_runner 'vllm', or leave enable_sleep_mode off"
+        )
