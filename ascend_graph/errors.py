@@ -56,5 +56,10 @@ class StreamError(AscendGraphError):
     """Work queued on a (CPU) stream raised; the error is re-raised at the next synchronisation point."""
 
 
+class HostInterfaceError(AscendGraphError):
+    """The host (vLLM, vllm-ascend) lacks an internal that ascend_graph builds on, at start-up: the message names it
+    and the versions it was written against."""
+
+
 class ConformanceSourcesError(AscendGraphError):
     """The pinned torch_npu / vllm-ascend sources that the Ascend conformance check reads are not available."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from vllm_ascend.compilation.acl_graph import ACLGraphWrapper
 
+from ..errors import HostInterfaceError
 from ..staging import static_set_in_use
 
 
@@ -28,7 +29,14 @@ class StaticSetACLGraphWrapper(ACLGraphWrapper):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.ag_entries_per_set: dict[int, dict[Any, Any]] = {0: self.concrete_aclgraph_entries}
+        entries = self.__dict__.get("concrete_aclgraph_entries")
+        if not isinstance(entries, dict):  # renamed upstream: swapping a name nobody reads would key by size alone
+            raise HostInterfaceError(
+                "ascend_graph: vllm-ascend's ACLGraphWrapper keeps no `concrete_aclgraph_entries` dict (written "
+                "against vllm-ascend 0.23.0.post1); its pieces cannot be kept per static set. Use "
+                "additional_config.ascend_graph.graph_runner='vllm' or mode 'sync' with this vllm-ascend"
+            )
+        self.ag_entries_per_set: dict[int, dict[Any, Any]] = {0: entries}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         label = static_set_in_use()

@@ -166,6 +166,23 @@ def test_ascend_pieces_of_each_static_set_read_that_set(monkeypatch: pytest.Monk
     assert host.captures == [0, 1] and host.labels == [0, 1, 0, 1] and len(runner.ag_sets) == 2
 
 
+def test_a_vllm_ascend_without_the_entries_table_is_refused_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Were vllm-ascend's table renamed, swapping the old name would change nothing and set 1 would replay set 0's
+    graphs: the wrapper refuses at construction, naming the way out."""
+    from ascend_graph.errors import HostInterfaceError
+
+    _, _, wrapper_cls = _ascend(monkeypatch)
+    host_init = wrapper_cls.__mro__[1].__init__
+
+    def renamed(self: Any, *args: Any) -> None:
+        host_init(self, *args)
+        self.entries = self.__dict__.pop("concrete_aclgraph_entries")
+
+    monkeypatch.setattr(wrapper_cls.__mro__[1], "__init__", renamed)
+    with pytest.raises(HostInterfaceError, match=r"concrete_aclgraph_entries.*graph_runner='vllm'"):
+        wrapper_cls(lambda ids: ids, None, None)
+
+
 def test_after_a_kv_cache_wake_up_every_set_points_at_its_own_tables(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 24 item 5 (sleep mode): the sets made with the KV cache come back undefined after a wake-up, and the
     pointer tensors saved before it are stale. After the host's wake-up hook each set's pointers are rebuilt from
