@@ -30,18 +30,23 @@ class StaticSetACLGraphWrapper(ACLGraphWrapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         entries = self.__dict__.get("concrete_aclgraph_entries")
-        if not isinstance(entries, dict):  # renamed upstream: swapping a name nobody reads would key by size alone
-            raise HostInterfaceError(
-                "ascend_graph: vllm-ascend's ACLGraphWrapper keeps no `concrete_aclgraph_entries` dict (written "
-                "against vllm-ascend 0.23.0.post1); its pieces cannot be kept per static set. Use "
-                "additional_config.ascend_graph.graph_runner='vllm' or mode 'sync' with this vllm-ascend"
-            )
-        self.ag_entries_per_set: dict[int, dict[Any, Any]] = {0: entries}
+        # None: renamed upstream. Set 0 alone (everything outside forward-async) still works as vllm-ascend's.
+        self.ag_entries_per_set: dict[int, dict[Any, Any]] | None = {0: entries} if isinstance(entries, dict) else None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         label = static_set_in_use()
-        entries = self.ag_entries_per_set.get(label)
+        tables = self.ag_entries_per_set
+        if tables is None:
+            if label != 0:  # first seen in the start-up capture of set 1, before any request
+                raise HostInterfaceError(
+                    "ascend_graph: vllm-ascend's ACLGraphWrapper keeps no `concrete_aclgraph_entries` dict (written "
+                    "against vllm-ascend 0.23.0.post1), so its pieces cannot be kept per static set and forward-async "
+                    "would replay one set's graphs on the other's inputs. Use additional_config.ascend_graph.mode="
+                    "'sync' or graph_runner='vllm' with this vllm-ascend"
+                )
+            return super().__call__(*args, **kwargs)
+        entries = tables.get(label)
         if entries is None:
-            entries = self.ag_entries_per_set[label] = {}
+            entries = tables[label] = {}
         self.concrete_aclgraph_entries = entries  # the table vllm-ascend's __call__ captures into and replays from
         return super().__call__(*args, **kwargs)
