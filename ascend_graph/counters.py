@@ -2,16 +2,16 @@
 
 `ascend_graph.counters()` returns a snapshot (every counter, zero included); tests and users read it (inside vLLM
 workers through `LLM.collective_rpc`). The code counts through `bump(Count.X)`: the names are one enum, so a typo
-is an AttributeError where it is written, not a new counter nobody reads. A single lock-protected instance is the
-one piece of module state kept on purpose: counters must be visible from anywhere in the process without threading
-an object through dynamo.
+is an AttributeError where it is written, not a new counter nobody reads. A single instance is the one piece of
+module state kept on purpose: counters must be visible from anywhere in the process without threading an object
+through dynamo. Counting takes no lock (it is on every replay): each thread adds to its own tally, which only it
+writes; a snapshot sums the tallies.
 """
 
 from __future__ import annotations
 
 import enum
 import threading
-from collections import Counter
 
 
 class Count(str, enum.Enum):
@@ -38,20 +38,31 @@ class Count(str, enum.Enum):
 
 class _Counters:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: Counter[Count] = Counter()
+        self._lock = threading.Lock()  # guards the list of tallies, taken once per thread, never per count
+        self._tallies: list[dict[Count, int]] = []
+        self._local = threading.local()
+
+    def _tally(self) -> dict[Count, int]:
+        tally = getattr(self._local, "tally", None)
+        if tally is None:
+            tally = self._local.tally = dict.fromkeys(Count, 0)  # every key present: a snapshot never sees it grow
+            with self._lock:
+                self._tallies.append(tally)
+        return tally
 
     def add(self, key: Count, amount: int = 1) -> None:
-        with self._lock:
-            self._values[key] += amount
+        self._tally()[key] += amount
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
-            return {key.value: self._values[key] for key in Count}
+            tallies = list(self._tallies)
+        return {key.value: sum(tally[key] for tally in tallies) for key in Count}
 
     def reset(self) -> None:
         with self._lock:
-            self._values.clear()
+            for tally in self._tallies:
+                for key in tally:
+                    tally[key] = 0
 
 
 _COUNTERS = _Counters()

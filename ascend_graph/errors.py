@@ -56,6 +56,11 @@ class StreamError(AscendGraphError):
     """Work queued on a (CPU) stream raised; the error is re-raised at the next synchronisation point."""
 
 
+class HostInterfaceError(AscendGraphError):
+    """The host (vLLM, vllm-ascend) lacks an internal that ascend_graph builds on, at start-up: the message names it
+    and the versions it was written against."""
+
+
 class ConformanceSourcesError(AscendGraphError):
     """The pinned sources (torch_npu, vllm-ascend, vLLM) that the conformance checks read are not available."""
 

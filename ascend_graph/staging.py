@@ -11,19 +11,42 @@ Who uses it:
   host-to-device copy; static sets, guarded on the copy stream by the event after their last replay;
 - the CPU lane inside vLLM (vllm_plugin/model_runner.py): the sets the job reads (copies of vLLM's buffers),
   guarded on the host by the event after the job;
-- the GPU lane and Ascend inside vLLM (vllm_plugin/gpu_runner.py, npu_runner.py): vLLM's input buffers, one per set;
-  on CUDA the stream orders the kernels that write them, on Ascend the attention-parameter update waits for the
-  set's last replay (npu_runner.py).
+- Ascend inside vLLM (vllm_plugin/npu_runner.py): vllm-ascend's input buffers, one per set; the attention-parameter
+  update waits for the set's last replay. (CUDA inside vLLM has one set: the device orders every write of it.)
+
+Graphs bound to a set are keyed by the set's label, which the engine names for the duration of a step or a capture
+(`using_static_set`) and graph wrappers read (`static_set_in_use`): a context variable, so that it costs one lookup
+per replay and follows the work onto the thread that runs it. Label 0 is the host's own buffers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from .device import Event
 
 T = TypeVar("T")
+
+# Context-local, not module state: each thread (the CPU stream's executor included) sees its own, default 0.
+_STATIC_SET: contextvars.ContextVar[int] = contextvars.ContextVar("ascend_graph_static_set", default=0)
+
+
+def static_set_in_use() -> int:
+    """The label of the static input set the current step or capture reads (0: the host's own buffers)."""
+    return _STATIC_SET.get()
+
+
+@contextlib.contextmanager
+def using_static_set(label: int) -> Iterator[None]:
+    """Graphs captured or replayed inside are those of static set `label`."""
+    token = _STATIC_SET.set(label)
+    try:
+        yield
+    finally:
+        _STATIC_SET.reset(token)
 
 
 class SetRing(Generic[T]):

@@ -13,12 +13,13 @@ npu_runner.py puts the same mixins over vllm-ascend's V2 classes.
   (PIECEWISE or eager) with one logged reason and advice, and counters (`captures`, `replays`).
 - PIECEWISE pieces: the platform names `AscendGraphStaticWrapper` (static_graph.py), captured in the same window.
 - mode "forward-async": vLLM's async scheduling (the host prepares step N+1 while step N runs; sampled tokens stay
-  on the device) plus two static input sets — input ids, positions, query start locations, sequence lengths,
-  padding mask, block tables, slot mappings: everything the attention metadata of a FULL graph points at —
-  rotated per step, one FULL graph captured per (size, set). On CUDA the device-side input preparation of step N+1
-  reads step N's sampled tokens and token counts, so its kernels queue after replay N whichever set they write:
-  the rotation changes no ordering here. It is the protocol of hosts that write static inputs from the host (the
-  CPU lane, and Ascend's attention-parameter update), kept identical on CUDA so that the same code runs there.
+  on the device). The number of static input sets is the runner class's (`ag_static_sets_for_async`): on CUDA one,
+  vLLM's own buffers, captured once. The device-side input preparation of step N+1 reads step N's sampled tokens
+  and token counts, so its kernels queue after replay N: a second set would change no ordering and cost a second
+  capture of every FULL graph and PIECEWISE chain (time and graph pool) for nothing. Ascend (npu_runner.py) keeps
+  two sets — input ids, positions, query start locations, sequence lengths, padding mask, block tables, slot
+  mappings — rotated per step, one FULL graph and one chain of pieces per (size, set), because there the host
+  writes what a graph reads (vllm-ascend's attention-parameter update).
 
 Where the host does write what the device reads later, it is vLLM's staging: the host fills pinned buffers that the
 step's input-preparation kernels read directly (UVA: request state, block-table writes and block counts), in pools
@@ -57,7 +58,7 @@ from ..capture import Capture, capture_graph
 from ..counters import Count, bump
 from ..device import GraphDevice, get_device
 from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
-from ..staging import SetRing
+from ..staging import SetRing, using_static_set
 from ..verify import compare_outputs
 
 logger = init_logger("vllm." + __name__)
@@ -241,15 +242,19 @@ class StaticSetsRunner:
     """What ascend_graph adds to a host's Model Runner V2, whatever the device: the static input sets and their
     rotation, the capture of every set at start-up, the stress knobs, the report. First in the MRO, before the
     host's runner class (vLLM's GPUModelRunner here, vllm-ascend's NPUModelRunner in npu_runner.py); the concrete
-    class names its FULL-graph manager (`ag_manager_cls`) and device kind."""
+    class names its FULL-graph manager (`ag_manager_cls`), device kind and the static sets forward-async needs
+    there (`ag_static_sets_for_async`: 1 where the device orders every write of them, 2 where the host writes some).
+    With one set nothing rotates and the graphs are captured once, as vLLM does; with two, each step and each
+    capture names its set (`staging.using_static_set`), which keys the FULL graphs and the pieces alike."""
 
     ag_manager_cls: type[StaticSetGraphs]
     ag_device_kind: str
+    ag_static_sets_for_async: int
 
     def setup_ascend_graph(self, mode: str, verify: bool = False) -> None:
         self.ag_mode = mode
         self.ag_verify = verify
-        self.ag_sets: SetRing[StaticSet] = SetRing([])  # the staging protocol (staging.py), unguarded on CUDA
+        self.ag_sets: SetRing[StaticSet] = SetRing([])  # the staging protocol (staging.py), unguarded on the host
         self.ag_delay_ms = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0)
         self.ag_unsafe_staging = os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1"
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -264,11 +269,10 @@ class StaticSetsRunner:
         if manager is None:
             return
         manager.__class__ = self.ag_manager_cls
-        manager.adopt(2 if self.ag_mode == "forward-async" else 1, self.ag_device_kind, self.ag_verify)
-        sets = [self._current_set()]
-        if self.ag_mode == "forward-async":
-            sets.append(self._new_set())
-        self.ag_sets = SetRing(sets)
+        count = self.ag_static_sets_for_async if self.ag_mode == "forward-async" else 1
+        manager.adopt(count, self.ag_device_kind, self.ag_verify)
+        self.ag_sets = SetRing([self._current_set()] + [self._new_set() for _ in range(count - 1)])
+        self._use_set(0)
 
     def _current_set(self) -> StaticSet:
         tables = self.block_tables
@@ -296,37 +300,56 @@ class StaticSetsRunner:
             self.cudagraph_manager.use_set(index)
             self.cudagraph_manager.ag_inputs = chosen.input_buffers
 
+    def post_kv_cache_wake_up(self) -> None:
+        """After a sleep the KV-cache pool comes back with undefined contents; the sets made here live in it (they
+        were allocated with the KV cache). vLLM rebuilds its block-table pointers for the tables installed now;
+        every set's pointers are rebuilt from its own tables and the sets made here start zeroed again, as made.
+        (vLLM 0.26's worker calls this after a KV-cache wake-up; vllm-ascend's does not: Ascend refuses sleep mode
+        with forward-async, platform_npu.py.)"""
+        host = getattr(super(), "post_kv_cache_wake_up", None)
+        if host is not None:
+            host()
+        tables = self.block_tables
+        for index, static_set in enumerate(self.ag_sets):
+            if index > 0:
+                _zero_set(static_set)
+            static_set.input_block_table_ptrs = tables._make_ptr_tensor(static_set.input_block_tables)
+        if self.ag_sets:
+            self._use_set(self.ag_sets.turn % len(self.ag_sets))
+
     @torch.inference_mode()
     def capture_model(self, *args: Any, **kwargs: Any) -> int:
-        """The host's start-up capture, once per static set (forward-async: two), with the capture window open.
+        """The host's start-up capture, once per static set, each under its label, with the capture window open.
         Arguments pass through (vLLM 0.32's CUDA-graph memory profiling calls `capture_model(profile_only=True)`:
         one set, as vLLM measures it; versions.py)."""
-        if kwargs.get("profile_only"):
+        if kwargs.get("profile_only") or len(self.ag_sets) <= 1:
             return super().capture_model(*args, **kwargs)  # type: ignore[misc]
         monitor.set_cudagraph_capturing_enabled(True)
         try:
             total = 0
-            for index in range(max(1, len(self.ag_sets))):
-                if self.ag_sets:
-                    self._use_set(index)
-                total += super().capture_model(*args, **kwargs)  # type: ignore[misc]
+            for index in range(len(self.ag_sets)):
+                self._use_set(index)
+                with using_static_set(index):
+                    total += super().capture_model(*args, **kwargs)  # type: ignore[misc]
         finally:
             monitor.set_cudagraph_capturing_enabled(False)
-            if self.ag_sets:
-                self._use_set(0)
+            self._use_set(0)
         return total
 
     @torch.inference_mode()
     def execute_model(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
-        if len(self.ag_sets) > 1 and not kwargs.get("dummy_run", False):
-            index, _ = self.ag_sets.next_set()
-            self._use_set(index)  # this step writes, and its graph reads, this set
-            self.ag_sets.advance()
-        if self.ag_delay_ms and not kwargs.get("dummy_run", False):
+        dummy = kwargs.get("dummy_run", False)
+        if self.ag_delay_ms and not dummy:
             time.sleep(self.ag_random.uniform(0, self.ag_delay_ms) / 1e3)  # the host is late...
             if self.ag_device_kind == "cuda":  # ...and the device, differently: this step queues behind a spin
                 torch.cuda._sleep(int(self.ag_random.uniform(0, self.ag_delay_ms) * SPIN_CYCLES_PER_MS))
-        return super().execute_model(scheduler_output, *args, **kwargs)  # type: ignore[misc]
+        if len(self.ag_sets) <= 1 or dummy:
+            return super().execute_model(scheduler_output, *args, **kwargs)  # type: ignore[misc]
+        index, _ = self.ag_sets.next_set()
+        self._use_set(index)  # this step writes, and its graphs read, this set
+        self.ag_sets.advance()
+        with using_static_set(index):
+            return super().execute_model(scheduler_output, *args, **kwargs)  # type: ignore[misc]
 
     def ascend_graph_report(self) -> dict[str, Any]:
         manager = self.cudagraph_manager
@@ -339,6 +362,7 @@ class AscendGraphGPUModelRunner(StaticSetsRunner, GPUModelRunner):
 
     ag_manager_cls = AscendGraphCudaGraphs
     ag_device_kind = "cuda"
+    ag_static_sets_for_async = 1  # the device orders every write of vLLM's buffers (module docstring)
 
 
 def _single_buffer_staging() -> None:
@@ -347,6 +371,13 @@ def _single_buffer_staging() -> None:
     for pool in pools:
         pool.max_concurrency = 1
     logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, %d staging pools one deep (broken)", len(pools))
+
+
+def _zero_set(static_set: StaticSet) -> None:
+    """A set's device tensors back to their state when made (zeros): its input buffers, block tables, slots."""
+    buffers = [value for value in vars(static_set.input_buffers).values() if isinstance(value, torch.Tensor)]
+    for tensor in [*buffers, *static_set.input_block_tables, static_set.slot_mappings]:
+        tensor.zero_()
 
 
 def _tensors(outputs: Any) -> list[torch.Tensor]:

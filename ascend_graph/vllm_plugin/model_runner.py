@@ -58,13 +58,19 @@ from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
 from ..counters import Count, bump, counters
 from ..device.cpu import CPU_DEVICE, CpuEvent
-from ..staging import SetRing
+from ..staging import SetRing, using_static_set
 from .static_graph import AscendGraphStaticWrapper
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
 
 MODES = ("sync", "forward-async")
+
+
+def _set_label(index: int) -> int:
+    """The label under which ring set `index`'s graphs are kept (`staging.using_static_set`): 0 is vLLM's own
+    buffers (sync steps, start-up capture without staging), so ring sets count from 1."""
+    return index + 1
 
 
 def host_state_reason(sampling_params: Any) -> str | None:
@@ -259,14 +265,14 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         if config.cudagraph_mode == CUDAGraphMode.NONE or not sizes:
             return
         runtime = CUDAGraphMode.FULL if config.cudagraph_mode.has_full_cudagraphs() else CUDAGraphMode.PIECEWISE
-        sets: list[_StaticSet | None] = [None]  # None: vLLM's own buffers
+        sets: list[_StaticSet | None] = [None]  # None: vLLM's own buffers, label 0; ring set k: _set_label(k)
         if self.ag.mode == "forward-async" and runtime == CUDAGraphMode.FULL and not self.ag.unsafe:
             sets += list(self.ag.sets)
         start, captured = time.perf_counter(), counters()["captures"]
         try:
-            for static_set in sets:
+            for label, static_set in enumerate(sets):
                 for size in tqdm(sizes, desc=f"ascend_graph: capturing {runtime.name} graphs (CPU)", disable=None):
-                    with self._inputs_staged_into(static_set):
+                    with self._inputs_staged_into(static_set, label):
                         full = runtime == CUDAGraphMode.FULL
                         self._dummy_run(size, cudagraph_runtime_mode=runtime, force_attention=full)
         except Exception as error:  # noqa: BLE001 - the sizes left are captured at their first step
@@ -281,15 +287,17 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         )
 
     @contextlib.contextmanager
-    def _inputs_staged_into(self, static_set: _StaticSet | None) -> Iterator[None]:
-        """While a dummy run calls the model, its inputs are staged into `static_set` first (None: left as they are)."""
+    def _inputs_staged_into(self, static_set: _StaticSet | None, label: int) -> Iterator[None]:
+        """While a dummy run calls the model, its inputs are staged into `static_set` first (None: left as they are),
+        and the graphs captured are those of static set `label` (`_set_label`)."""
         if static_set is None:
             yield
             return
         model = self.model
 
         def staged_call(*args: Any, **inputs: Any) -> Any:
-            return model(*args, **_Staging(self._registered_buffers(), static_set)(inputs))
+            with using_static_set(label):  # on the stream's thread, where the graphs are captured
+                return model(*args, **_Staging(self._registered_buffers(), static_set)(inputs))
 
         self.model = _Delegate(model, staged_call)
         try:
@@ -413,7 +421,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             raise RuntimeError("State error: sample_tokens() must be called after execute_model() returns None.")
         if self.ag.delay_s:  # stress: the host too is late by a random amount, differently on every rank
             time.sleep(self.ag.random.uniform(0, self.ag.delay_s))
-        _, static_set = self.ag.sets.next_set()  # the job that last read this set (two steps ago) has finished
+        index, static_set = self.ag.sets.next_set()  # the job that last read this set (two steps ago) has finished
         deferred_corrections = self._update_states(scheduler_output)
         if not scheduler_output.total_num_scheduled_tokens:
             return EMPTY_MODEL_RUNNER_OUTPUT
@@ -424,7 +432,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             static_set.sampled = torch.zeros((max(num_reqs, self.max_num_reqs), 1), dtype=torch.int64)
         sampled = static_set.sampled[:num_reqs]
         tokens: Future[torch.Tensor] = Future()
-        self.ag.stream.submit(self._job(step, staged_ids, staged, sampled, tokens))
+        self.ag.stream.submit(self._job(step, staged_ids, staged, sampled, tokens, _set_label(index)))
         static_set.ready.record(self.ag.stream)
         self.ag.launched = _Launched(scheduler_output, sampled, tokens, static_set.ready)
         self.ag.sets.advance()
@@ -500,10 +508,11 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         staged: dict[str, Any],
         sampled: torch.Tensor,
         tokens: Future[torch.Tensor],
+        label: int,
     ) -> Callable[[], None]:
         """The device work of one step, run on the stream: the previous step's tokens scattered into the input
-        ids, the forward (graphs replay inside), the logits, the sampler; the tokens' host copy or the error goes
-        to `tokens`."""
+        ids, the forward (the graphs of static set `label` replay inside), the logits, the sampler; the tokens' host
+        copy or the error goes to `tokens`."""
         scatter = self.ag.pending_scatter
         self.ag.pending_scatter = None
         prev_tokens = self.input_batch.prev_sampled_token_ids
@@ -518,15 +527,18 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
                 if scatter is not None:
                     destination, source = (torch.from_numpy(index) for index in scatter)
                     staged_ids[destination] = prev_tokens[source, 0].to(staged_ids.dtype)
-                with set_forward_context(
-                    staged["attn_metadata"],
-                    vllm_config,
-                    num_tokens=step.padded,
-                    num_tokens_across_dp=step.across_dp,
-                    cudagraph_runtime_mode=step.cudagraph_mode,
-                    batch_descriptor=step.batch_desc,
-                    slot_mapping=staged["slot_mappings"],
-                    is_padding=staged["is_padding"],
+                with (
+                    using_static_set(label),
+                    set_forward_context(
+                        staged["attn_metadata"],
+                        vllm_config,
+                        num_tokens=step.padded,
+                        num_tokens_across_dp=step.across_dp,
+                        cudagraph_runtime_mode=step.cudagraph_mode,
+                        batch_descriptor=step.batch_desc,
+                        slot_mapping=staged["slot_mappings"],
+                        is_padding=staged["is_padding"],
+                    ),
                 ):
                     hidden = GPUModelRunner._model_forward(
                         self,

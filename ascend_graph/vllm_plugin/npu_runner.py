@@ -12,11 +12,13 @@ on. Those per-size events and task handles are one set per process (`acl_graph._
 rewrite a graph only after its previous replay has finished: vllm-ascend orders the update stream behind the whole
 main stream (main branch) or synchronises the host before a replay (its V1 wrapper, `ACLGraphWrapper`).
 
-Here, as on CUDA (gpu_runner.py), forward-async keeps two static input sets and one FULL graph per (size, set) —
-and each set has its own graph parameters (events, task handles, workspaces). The update of step i writes the
-graphs of set i % 2 and waits, on the device, only for the last replay of that set (step i - 2): it overlaps replay
-i - 1, with no host synchronisation before any replay. That is what vllm-ascend's open PR #11915 attempts with
-double-buffered per-size events. PIECEWISE pieces stay with vllm-ascend's ACLGraphWrapper.
+Here forward-async keeps two static input sets (`ag_static_sets_for_async`; CUDA needs one, gpu_runner.py) and one
+FULL graph per (size, set) — and each set has its own graph parameters (events, task handles, workspaces). The
+update of step i writes the graphs of set i % 2 and waits, on the device, only for the last replay of that set
+(step i - 2): it overlaps replay i - 1, with no host synchronisation before any replay. That is what
+vllm-ascend's open PR #11915 attempts with double-buffered per-size events. PIECEWISE pieces stay with
+vllm-ascend's ACLGraphWrapper, keyed per static set (npu_pieces.py: the runner names the set of each capture and
+step).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class AscendGraphNPUModelRunner(StaticSetsRunner, NPUModelRunner):
 
     ag_manager_cls = AscendGraphAclGraphs
     ag_device_kind = "npu"
+    ag_static_sets_for_async = 2  # the host writes what the graphs read (the attention-parameter update)
 
 
 class AscendGraphNPUWorker(NPUWorker):

@@ -7,7 +7,8 @@ passes (`ascend_graph::` ops with torch_npu kernels, kernels/npu.py), then by de
 ("host" lowering: torchair / npugraph_ex) — and maps `mode` onto vllm-ascend's async scheduling (graph_mode.py).
 With vllm-ascend's Model Runner V2 (`VLLM_USE_V2_MODEL_RUNNER=1`) and `graph_runner: "ascend_graph"` (the default)
 it also runs its own FULL graphs, static sets and per-set attention-parameter updates (npu_runner.py, the GPU
-lane's code); otherwise vllm-ascend's runner and ACLGraphWrapper capture and replay, as before.
+lane's code), and vllm-ascend's ACLGraphWrapper captures the pieces per static set (npu_pieces.py); otherwise
+vllm-ascend's runner and ACLGraphWrapper capture and replay, as before.
 
 Coexistence: vLLM refuses to start when two platform plugins activate, so beside vllm-ascend ascend_graph's plugin
 stays out unless `VLLM_PLUGINS` names it (see `platform_plugin()` in __init__.py and the README).
@@ -24,6 +25,7 @@ from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requeste
 from .options import Lowering, options_of
 
 WORKER = "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
+PIECE_WRAPPER = "ascend_graph.vllm_plugin.npu_pieces.StaticSetACLGraphWrapper"
 HOST_WORKER = "vllm_ascend.worker.worker.NPUWorker"
 
 logger = init_logger("vllm." + __name__)
@@ -31,6 +33,12 @@ logger = init_logger("vllm." + __name__)
 
 class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
     ascend_graph_default_lowering = "host"
+
+    @classmethod
+    def get_static_graph_wrapper_cls(cls) -> str:
+        """vllm-ascend's ACLGraphWrapper with one graph per static set (npu_pieces.py): forward-async captures the
+        pieces once per set. Static set 0 is all there is outside ascend_graph's runner: vllm-ascend's behaviour."""
+        return PIECE_WRAPPER
 
     @classmethod
     def check_and_update_config(cls, vllm_config: Any) -> None:
@@ -58,6 +66,21 @@ class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
                 v2,
                 worker,
             )
+        if own and options["mode"] == "forward-async":
+            _refuse_sleep_mode(vllm_config)
         configure_host_graph_mode(vllm_config, options, "Ascend (vllm-ascend)", logger, own_runner=own)
         if own:
             install_worker(vllm_config, WORKER, HOST_WORKER, "set additional_config.ascend_graph.graph_runner='vllm', ")
+
+
+def _refuse_sleep_mode(vllm_config: Any) -> None:
+    """Forward-async on Ascend keeps a second static input set, allocated with the KV cache: sleep mode discards
+    that memory and vllm-ascend's worker tells the runner nothing on wake-up, so the set's block-table pointers
+    would come back undefined. Refused at start-up, naming the settings, rather than replaying garbage."""
+    model_config = vllm_config.model_config
+    if model_config is not None and getattr(model_config, "enable_sleep_mode", False):
+        raise ValueError(
+            "ascend_graph mode 'forward-async' on Ascend cannot be combined with sleep mode (enable_sleep_mode=True): "
+            "its second static input set lives in the KV-cache memory that sleep discards; use mode 'sync', "
+            "graph_runner 'vllm', or leave enable_sleep_mode off"
+        )

@@ -1,8 +1,10 @@
-"""vLLM's static graph wrapper of ascend_graph without an engine: capture, replay, one graph per input set, and a
-failed capture that leaves that batch size eager with advice. The forward context is vLLM's own dataclass."""
+"""vLLM's static graph wrapper of ascend_graph without an engine: capture, replay, one graph per static set, no
+address read and no lock on the replay path (addresses checked in debug mode only), vLLM's offloader and graph-pool
+safeguards around a capture, and a failed capture that leaves that batch size eager with advice."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from types import SimpleNamespace
 
@@ -30,16 +32,104 @@ def test_replays_read_the_current_inputs_and_sets_get_their_own_graph(monkeypatc
     from vllm.forward_context import BatchDescriptor
 
     import ascend_graph
+    from ascend_graph.staging import using_static_set
 
     wrapper = _wrapper(monkeypatch, lambda x: x * 2 + 1, BatchDescriptor(num_tokens=4))
     before = ascend_graph.counters()
     a, b = torch.randn(4), torch.randn(4)
-    assert torch.equal(wrapper(a), a * 2 + 1)  # capture for set a
+    assert torch.equal(wrapper(a), a * 2 + 1)  # capture for set 0
     a.copy_(torch.randn(4))
     assert torch.equal(wrapper(a), a * 2 + 1)  # replay reads a's new values
-    assert torch.equal(wrapper(b), b * 2 + 1)  # another address: its own graph, nothing copied into a's
+    with using_static_set(1):
+        assert torch.equal(wrapper(b), b * 2 + 1)  # set 1: its own graph, nothing copied into a's
+        b.copy_(torch.randn(4))
+        assert torch.equal(wrapper(b), b * 2 + 1)  # replay of set 1's graph reads b
+    a.copy_(torch.randn(4))
+    assert torch.equal(wrapper(a), a * 2 + 1)  # back to set 0: a's graph
     after = ascend_graph.counters()
-    assert after["captures"] - before["captures"] == 2 and after["replays"] - before["replays"] == 1
+    assert after["captures"] - before["captures"] == 2 and after["replays"] - before["replays"] == 3
+
+
+class _CountingLock:
+    def __init__(self) -> None:
+        self.entered = 0
+
+    def __enter__(self) -> None:
+        self.entered += 1
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_the_replay_path_reads_no_address_and_takes_no_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 5: a replay looks its graph up by (descriptor, static set); it reads no `data_ptr()` of its
+    arguments (weights included) and takes no lock (counting is per thread). Outside debug mode a moved input is
+    not looked at, as in vLLM."""
+    from vllm.forward_context import BatchDescriptor
+
+    counters_module = importlib.import_module("ascend_graph.counters")
+
+    weights = [torch.randn(4) for _ in range(8)]
+    wrapper = _wrapper(monkeypatch, lambda x, *ws: x + sum(ws), BatchDescriptor(num_tokens=4))
+    x = torch.randn(4)
+    wrapper(x, *weights)  # capture
+    reads, lock = [0], _CountingLock()
+    real_data_ptr = torch.Tensor.data_ptr
+
+    def counted(tensor: torch.Tensor) -> int:
+        reads[0] += 1
+        return real_data_ptr(tensor)
+
+    monkeypatch.setattr(torch.Tensor, "data_ptr", counted)
+    monkeypatch.setattr(counters_module._COUNTERS, "_lock", lock)
+    for _ in range(3):
+        assert torch.allclose(wrapper(x, *weights), x + sum(weights))
+    assert reads[0] == 0 and lock.entered == 0
+
+
+def test_debug_mode_checks_input_addresses_and_names_the_moved_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ASCEND_GRAPH_DEBUG=1 (or vLLM's DEBUG logging): a replay whose inputs are not where its capture's were raises
+    a named error instead of reading the old addresses (before: a new graph was captured without a word)."""
+    from vllm.forward_context import BatchDescriptor
+
+    from ascend_graph.errors import StaticInputMovedError
+
+    monkeypatch.setenv("ASCEND_GRAPH_DEBUG", "1")
+    wrapper = _wrapper(monkeypatch, lambda x, w: x * w, BatchDescriptor(num_tokens=4))
+    x, w = torch.randn(4), torch.randn(4)
+    wrapper(x, w)
+    assert torch.equal(wrapper(x, w), x * w)  # same addresses: replays
+    with pytest.raises(StaticInputMovedError, match=r"static set 0\).*tensor inputs \[1\] of 2 moved"):
+        wrapper(x, w.clone())
+
+
+def test_capture_and_replay_keep_vllms_offloader_and_graph_pool_safeguards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As vLLM's CUDAGraphWrapper: the NCCL symmetric-memory allocator is pointed at the graph pool and the offloader
+    synced before a capture, its copy stream joined inside the graph after the forward; synced before a replay."""
+    from vllm.forward_context import BatchDescriptor
+
+    from ascend_graph.vllm_plugin import static_graph
+
+    log: list[str] = []
+    offloader = SimpleNamespace(
+        sync_prev_onload=lambda: log.append("sync"), join_after_forward=lambda: log.append("join")
+    )
+    monkeypatch.setattr(static_graph, "get_offloader", lambda: offloader, raising=False)
+    monkeypatch.setattr(static_graph, "set_graph_pool_id", lambda pool: log.append(f"pool id {pool}"), raising=False)
+
+    def piece(x: torch.Tensor) -> torch.Tensor:
+        log.append("piece")
+        return x + 1
+
+    wrapper = _wrapper(monkeypatch, piece, BatchDescriptor(num_tokens=4))
+    wrapper.pool = "the global pool"  # an accelerator's (the CPU has none)
+    x = torch.randn(4)
+    wrapper(x)
+    assert log == ["piece", "pool id the global pool", "sync", "piece", "join"]  # warm-up, then the capture
+    log.clear()
+    wrapper(x)
+    # the replay: synced first; on the CPU a replay re-runs the captured function (the join with it)
+    assert log == ["sync", "piece", "join"]
 
 
 def test_a_failed_capture_leaves_that_size_eager_with_advice(
