@@ -66,7 +66,7 @@ class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
                 v2,
                 worker,
             )
-        if own and options["mode"] == "forward-async":
+        if own and options.forward_async:
             _refuse_sleep_mode(vllm_config)
         configure_host_graph_mode(vllm_config, options, "Ascend (vllm-ascend)", logger, own_runner=own)
         if own:

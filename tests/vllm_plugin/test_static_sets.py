@@ -224,9 +224,16 @@ def test_ascend_refuses_sleep_mode_with_forward_async(monkeypatch: pytest.Monkey
     monkeypatch.setattr(type(config), "use_v2_model_runner", property(lambda self: True))  # vllm-ascend's V2
     config.parallel_config.worker_cls = "auto"
     config.model_config.enable_sleep_mode = True
+    # as an Ascend host leaves the config (the CPU platform active here turned graphs and async scheduling off)
+    from vllm.config import CompilationMode, CUDAGraphMode
+
+    config.compilation_config.mode = CompilationMode.VLLM_COMPILE
+    config.compilation_config.cudagraph_mode = CUDAGraphMode.FULL_AND_PIECEWISE
+    config.scheduler_config.async_scheduling = True
     config.additional_config = {"ascend_graph": {"mode": "forward-async"}}
     with pytest.raises(ValueError, match=r"'forward-async' on Ascend cannot be combined with sleep mode"):
         platform_npu.AscendGraphNpuPlatform.check_and_update_config(config)
+    config.scheduler_config.async_scheduling = False  # mode 'sync' comes with vLLM's async scheduling off
     config.additional_config = {"ascend_graph": {"mode": "sync"}}
     platform_npu.AscendGraphNpuPlatform.check_and_update_config(config)
     assert config.parallel_config.worker_cls == platform_npu.WORKER
