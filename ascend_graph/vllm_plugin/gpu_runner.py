@@ -229,7 +229,7 @@ class AscendGraphCudaGraphs(StaticSetGraphs, ModelCudaGraphManager, CaptureLoop)
 
 
 @dataclasses.dataclass
-class StaticSet:
+class V2InputSet:
     """What a FULL graph reads at fixed addresses: vLLM's input buffers and the block tables' input side."""
 
     input_buffers: InputBuffers
@@ -254,7 +254,7 @@ class StaticSetsRunner:
     def setup_ascend_graph(self, mode: str, verify: bool = False) -> None:
         self.ag_mode = mode
         self.ag_verify = verify
-        self.ag_sets: SetRing[StaticSet] = SetRing([])  # the staging protocol (staging.py), unguarded on the host
+        self.ag_sets: SetRing[V2InputSet] = SetRing([])  # the staging protocol (staging.py), unguarded on the host
         self.ag_delay_ms = float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0)
         self.ag_unsafe_staging = os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1"
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
@@ -274,13 +274,13 @@ class StaticSetsRunner:
         self.ag_sets = SetRing([self._current_set()] + [self._new_set() for _ in range(count - 1)])
         self._use_set(0)
 
-    def _current_set(self) -> StaticSet:
+    def _current_set(self) -> V2InputSet:
         tables = self.block_tables
-        return StaticSet(
+        return V2InputSet(
             self.input_buffers, list(tables.input_block_tables), tables.input_block_table_ptrs, tables.slot_mappings
         )
 
-    def _new_set(self) -> StaticSet:
+    def _new_set(self) -> V2InputSet:
         tables = self.block_tables
         # the host's own buffer class (vllm-ascend's carries host-side sequence lengths besides vLLM's)
         buffers = type(self.input_buffers)(
@@ -288,7 +288,7 @@ class StaticSetsRunner:
         )
         block_tables = [torch.zeros_like(table) for table in tables.input_block_tables]
         pointers = torch.tensor([t.data_ptr() for t in block_tables], dtype=torch.uint64, device=self.device)
-        return StaticSet(buffers, block_tables, pointers, torch.zeros_like(tables.slot_mappings))
+        return V2InputSet(buffers, block_tables, pointers, torch.zeros_like(tables.slot_mappings))
 
     def _use_set(self, index: int) -> None:
         chosen = self.ag_sets[index]
@@ -373,7 +373,7 @@ def _single_buffer_staging() -> None:
     logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, %d staging pools one deep (broken)", len(pools))
 
 
-def _zero_set(static_set: StaticSet) -> None:
+def _zero_set(static_set: V2InputSet) -> None:
     """A set's device tensors back to their state when made (zeros): its input buffers, block tables, slots."""
     buffers = [value for value in vars(static_set.input_buffers).values() if isinstance(value, torch.Tensor)]
     for tensor in [*buffers, *static_set.input_block_tables, static_set.slot_mappings]:
