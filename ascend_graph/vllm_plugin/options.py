@@ -12,6 +12,7 @@ ALLOWED = {
     "passes": None,  # check_pass_names
     "graph_runner": ("ascend_graph", "vllm"),
     "verify": (True, False),
+    "decode_steps": None,  # check_decode_steps
 }
 
 
@@ -41,7 +42,9 @@ def parse_additional_config(
     `graph_runner` (CUDA): "ascend_graph" (default) captures and replays with ascend_graph's own wrapper, capture
     step and static sets; "vllm" keeps vLLM's CUDAGraphWrapper and runner (ascend_graph only compiles), the
     baseline. `verify` (or ASCEND_GRAPH_VERIFY=1): every graph ascend_graph captures is replayed once against the
-    same computation run eagerly; one that disagrees runs eagerly, logged (`verify_requested`)."""
+    same computation run eagerly; one that disagrees runs eagerly, logged (`verify_requested`).
+    `decode_steps` (default 1): when every request of a batch decodes, run that many decode steps per host round
+    trip (CPU lane, mode "sync"; vllm_plugin/multistep.py)."""
     section = dict((additional_config or {}).get("ascend_graph") or {})
     unknown = sorted(set(section) - set(ALLOWED))
     if unknown:
@@ -53,6 +56,8 @@ def parse_additional_config(
 
         passes = PASS_NAMES if section["passes"] == "all" else section["passes"]
         section["passes"] = check_pass_names(passes, where="additional_config.ascend_graph.passes")
+    if "decode_steps" in section:
+        check_decode_steps(section["decode_steps"])
     for key, value in section.items():
         if ALLOWED[key] is not None and value not in ALLOWED[key]:
             raise ValueError(
@@ -65,8 +70,18 @@ def parse_additional_config(
         "passes": (),
         "graph_runner": "ascend_graph",
         "verify": False,
+        "decode_steps": 1,
     }
     return {**defaults, **section}
+
+
+def check_decode_steps(value: Any) -> int:
+    """`decode_steps`: decode steps run back to back per host round trip (vllm_plugin/multistep.py), an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"additional_config.ascend_graph.decode_steps={value!r} is not allowed; allowed values are integers >= 1"
+        )
+    return value
 
 
 def verify_requested(options: Mapping[str, Any]) -> bool:

@@ -19,7 +19,7 @@ class AscendGraphCPUWorker(CPUWorker):
         # object is re-classed rather than rebuilt (its construction stays vLLM's own).
         self.model_runner.__class__ = AscendGraphCPUModelRunner
         options = parse_additional_config(self.vllm_config.additional_config)
-        self.model_runner.setup_ascend_graph(options["mode"])
+        self.model_runner.setup_ascend_graph(options["mode"], options["decode_steps"])
 
     def compile_or_warm_up_model(self) -> Any:
         # Where vLLM's GPU worker captures its graphs: the model is compiled and the KV cache and the graph

@@ -163,13 +163,14 @@ def test_ascend_graph_options_name_the_allowed() -> None:
     with pytest.raises(
         ValueError,
         match=r"unknown key\(s\) \['modes'\]; allowed keys are "
-        r"\['debug', 'graph_runner', 'lowering', 'mode', 'passes', 'verify'\]",
+        r"\['debug', 'decode_steps', 'graph_runner', 'lowering', 'mode', 'passes', 'verify'\]",
     ):
         parse_additional_config({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
         parse_additional_config({"ascend_graph": {"mode": "fast"}})
     defaults = {"mode": "sync", "lowering": "inductor", "debug": False, "passes": (), "graph_runner": "ascend_graph"}
     defaults["verify"] = False
+    defaults["decode_steps"] = 1
     assert parse_additional_config(None) == defaults
     with pytest.raises(
         ValueError, match=r"graph_runner='cuda' is not allowed; allowed values are \('ascend_graph', 'vllm'\)"
