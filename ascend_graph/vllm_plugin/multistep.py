@@ -224,38 +224,54 @@ def run_burst(
     assert plan is not None and plan.steps > 1
     req_ids = list(scheduler_output.num_scheduled_tokens)
     tokens = {req_id: list(first_output.sampled_token_ids[first_output.req_id_to_index[req_id]]) for req_id in req_ids}
-    stale_input = unsafe_knobs()["stale_input"]
     previous, done, reason = scheduler_output, 1, plan.reason
     start, device_start = time.perf_counter(), device_ms()
     while done < plan.steps:
         if all_stopped(runner, req_ids):
             reason = "all requests stopped"
             break
-        if stale_input:
-            _unfeed_last_tokens(runner, req_ids)
         previous = next_step_output(runner, previous)
-        try:
-            output = step(previous)
-        except Exception as error:  # noqa: BLE001 - the tokens so far stand; the next scheduler output resyncs
-            runner.execute_model_state = None  # a step that raised between execute and sample
-            reason = f"a decode step raised {type(error).__name__}"
-            if reason not in runner.ag.reasons_logged:
-                runner.ag.reasons_logged.add(reason)
-                logger.warning("ascend_graph: a burst ends early (counted as cut short): %r", error)
+        output, error = _further_step(runner, req_ids, previous, step)
+        if output is None:
+            reason = error
             break
         for req_id in req_ids:
             tokens[req_id].extend(output.sampled_token_ids[output.req_id_to_index[req_id]])
         done += 1
-    elapsed_ms, device = (time.perf_counter() - start) * 1e3, device_ms() - device_start
-    bump(Count.BURSTS)
-    bump(Count.BURST_STEPS, done)
-    bump(Count.BURST_DEVICE_US, int(device * 1e3))
-    bump(Count.BURST_HOST_US, int(max(elapsed_ms - device, 0.0) * 1e3))
-    if done < runner.ag.decode_steps:
-        bump(Count.BURSTS_CUT_SHORT)
-        logger.debug("ascend_graph: a burst of %d steps (%s)", done, reason)
+    device = device_ms() - device_start
+    _count_burst(done, runner.ag.decode_steps, reason, (time.perf_counter() - start) * 1e3 - device, device)
     first_output.sampled_token_ids = [tokens[req_id] for req_id in first_output.req_ids]
     return first_output
+
+
+def _further_step(
+    runner: Any, req_ids: list[str], inner: SchedulerOutput, step: Callable[[SchedulerOutput], Any]
+) -> tuple[Any, str | None]:
+    """One further step of a burst: its output, or None and why. A step that raises ends the burst with the tokens
+    so far (logged once per error type): the next scheduler output carries the computed and output token counts,
+    which resynchronise the runner's state."""
+    if unsafe_knobs()["stale_input"]:
+        _unfeed_last_tokens(runner, req_ids)
+    try:
+        return step(inner), None
+    except Exception as error:  # noqa: BLE001 - graph mode does not fail a user's request for its own reasons
+        runner.execute_model_state = None  # a step that raised between execute and sample
+        reason = f"a decode step raised {type(error).__name__}"
+        if reason not in runner.ag.reasons_logged:
+            runner.ag.reasons_logged.add(reason)
+            logger.warning("ascend_graph: a burst ends early (counted as cut short): %r", error)
+        return None, reason
+
+
+def _count_burst(done: int, decode_steps: int, reason: str | None, host_ms: float, device_ms: float) -> None:
+    """The counters of one burst; host and device time are those of its further steps."""
+    bump(Count.BURSTS)
+    bump(Count.BURST_STEPS, done)
+    bump(Count.BURST_DEVICE_US, int(device_ms * 1e3))
+    bump(Count.BURST_HOST_US, int(max(host_ms, 0.0) * 1e3))
+    if done < decode_steps:
+        bump(Count.BURSTS_CUT_SHORT)
+        logger.debug("ascend_graph: a burst of %d steps (%s)", done, reason)
 
 
 def _unfeed_last_tokens(runner: Any, req_ids: list[str]) -> None:
