@@ -239,7 +239,8 @@ def run_burst(
             tokens[req_id].extend(output.sampled_token_ids[output.req_id_to_index[req_id]])
         done += 1
     device = device_ms() - device_start
-    _count_burst(done, runner.ag.decode_steps, reason, (time.perf_counter() - start) * 1e3 - device, device)
+    host = (time.perf_counter() - start) * 1e3 - device
+    _count_burst(done, runner.ag.decode_steps, reason, host, device, runner.ag.reasons_logged)
     first_output.sampled_token_ids = [tokens[req_id] for req_id in first_output.req_ids]
     return first_output
 
@@ -263,15 +264,22 @@ def _further_step(
         return None, reason
 
 
-def _count_burst(done: int, decode_steps: int, reason: str | None, host_ms: float, device_ms: float) -> None:
-    """The counters of one burst; host and device time are those of its further steps."""
+def _count_burst(
+    done: int, decode_steps: int, reason: str | None, host_ms: float, device_ms: float, logged: set[str]
+) -> None:
+    """The counters of one burst (host and device time are those of its further steps); the first burst cut short
+    for each reason is logged."""
     bump(Count.BURSTS)
     bump(Count.BURST_STEPS, done)
     bump(Count.BURST_DEVICE_US, int(device_ms * 1e3))
     bump(Count.BURST_HOST_US, int(max(host_ms, 0.0) * 1e3))
     if done < decode_steps:
         bump(Count.BURSTS_CUT_SHORT)
-        logger.debug("ascend_graph: a burst of %d steps (%s)", done, reason)
+        if f"cut short: {reason}" not in logged:
+            logged.add(f"cut short: {reason}")
+            logger.info(
+                "ascend_graph: a burst cut short to %d of %d steps: %s (logged once)", done, decode_steps, reason
+            )
 
 
 def _unfeed_last_tokens(runner: Any, req_ids: list[str]) -> None:
