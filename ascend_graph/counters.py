@@ -34,6 +34,12 @@ class Count(str, enum.Enum):
     REPLAY_FAILURES = "replay_failures"  # replays that raised (the call ran eagerly)
     VLLM_ASYNC_STEPS = "vllm_async_steps"  # CPU lane forward-async: steps launched ahead of the host
     VLLM_SYNC_STEPS = "vllm_sync_steps"  # CPU lane forward-async: steps that needed host state, run sync
+    BURSTS = "bursts"  # decode_steps > 1: bursts of decode steps run per host round trip (vllm_plugin/multistep.py)
+    BURST_STEPS = "burst_steps"  # decode steps run inside bursts (tokens per request; / bursts = steps per burst)
+    BURSTS_CUT_SHORT = "bursts_cut_short"  # bursts shorter than decode_steps (max_tokens, max_model_len, all stopped)
+    BURST_SINGLE_STEPS = "burst_single_steps"  # steps run with K = 1 while decode_steps > 1 (prefill, waiting, ...)
+    BURST_HOST_US = "burst_host_us"  # inside bursts: host time (input prep, bookkeeping), microseconds
+    BURST_DEVICE_US = "burst_device_us"  # inside bursts: device time (forward and sampling jobs), microseconds
 
 
 class _Counters:

@@ -59,6 +59,7 @@ from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from ..counters import Count, bump, counters
 from ..device.cpu import CPU_DEVICE, CpuEvent
 from ..staging import SetRing, using_static_set
+from .multistep import burst_plan, run_burst
 from .static_graph import AscendGraphStaticWrapper
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
@@ -230,19 +231,24 @@ class _RunnerState:
         default_factory=lambda: float(os.environ.get("ASCEND_GRAPH_STRESS_DELAY_MS", "0") or 0) / 1e3
     )
     unsafe: bool = dataclasses.field(default_factory=lambda: os.environ.get("ASCEND_GRAPH_UNSAFE_NO_STAGING") == "1")
+    decode_steps: int = 1  # multistep.py: decode steps per host round trip
+    burst_output: Any = None  # the scheduler output whose step starts a burst, between execute and sample
+    device_ms: float = 0.0  # time the stream spent in forward jobs (events), read by bursts
 
 
 class AscendGraphCPUModelRunner(CPUModelRunner):
     """Built by `AscendGraphCPUWorker` (re-classed from vLLM's CPUModelRunner, then `setup_ascend_graph`)."""
 
-    def setup_ascend_graph(self, mode: str) -> None:
+    def setup_ascend_graph(self, mode: str, decode_steps: int = 1) -> None:
         if mode not in MODES:
             raise ValueError(f"ascend_graph mode {mode!r} is not allowed; allowed values are {MODES}")
         if mode == "forward-async" and not self.use_async_scheduling:
             raise ValueError("ascend_graph mode 'forward-async' needs vLLM's async scheduling (the platform sets it)")
         # Each rank draws its own delays (tensor parallel: ranks must stay in step however long each one waits).
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        self.ag = _RunnerState(mode, random.Random(1000 + rank))
+        self.ag = _RunnerState(mode, random.Random(1000 + rank), decode_steps=decode_steps)
+        if decode_steps > 1 and (mode != "sync" or self.use_async_scheduling):
+            raise ValueError("ascend_graph decode_steps > 1 needs mode 'sync' without async scheduling (platform.py)")
         if self.ag.unsafe:
             logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, forward-async reads live buffers (broken)")
 
@@ -337,8 +343,16 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             except BaseException as error:  # noqa: BLE001 - re-raised on the host below
                 result.set_exception(error)
 
+        timed = self.ag.decode_steps > 1  # bursts report device time, measured with events on the stream
+        start, end = CpuEvent(), CpuEvent()
+        if timed:
+            start.record(self.ag.stream)
         self.ag.stream.submit(job)
+        if timed:
+            end.record(self.ag.stream)
         self.ag.stream.synchronize()
+        if timed:
+            self.ag.device_ms += start.elapsed_time(end)
         return result.result(timeout=0)
 
     def _model_forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -385,6 +399,10 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         self.ag.stream.synchronize()
 
     def execute_model(self, scheduler_output: Any, intermediate_tensors: Any = None) -> Any:
+        plan = burst_plan(scheduler_output)
+        self.ag.burst_output = scheduler_output if plan is not None and plan.steps > 1 else None
+        if plan is not None and plan.steps == 1 and scheduler_output.total_num_scheduled_tokens:
+            bump(Count.BURST_SINGLE_STEPS)
         if self.ag.mode != "forward-async":
             return super().execute_model(scheduler_output, intermediate_tensors)
         reason = self._sync_step_reason(scheduler_output)
@@ -566,6 +584,9 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         return dataclasses.replace(metadata, **changes)
 
     def sample_tokens(self, grammar_output: Any) -> Any:
+        burst, self.ag.burst_output = self.ag.burst_output, None
+        if burst is not None:
+            return self._burst(burst, grammar_output)
         launched, self.ag.launched = self.ag.launched, None
         if launched is None:
             if self.ag.mode == "forward-async" and self.execute_model_state is not None:
@@ -597,3 +618,15 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
             kv_connector_output=kv_connector_output,
         )
         return AscendGraphAsyncOutput(output, launched, invalid)
+
+    def _burst(self, scheduler_output: Any, grammar_output: Any) -> Any:
+        """A burst of decode steps (multistep.py): this step's own sampling, then the further steps, each with
+        vLLM's own host prep and sampler, the forward on the stream."""
+
+        def step(inner: Any) -> Any:
+            if GPUModelRunner.execute_model(self, inner) is not None:
+                raise RuntimeError("ascend_graph: a burst's decode step returned before sampling")
+            return GPUModelRunner.sample_tokens(self, None)
+
+        first = GPUModelRunner.sample_tokens(self, grammar_output)
+        return run_burst(self, scheduler_output, first, step, lambda: self.ag.device_ms)

@@ -55,7 +55,9 @@ class AscendGraphOptions:
     the platform, `resolve_mode`). `lowering` None: the platform's default (`platform_default_lowering`). `passes`:
     ascend_graph fusion passes run on every piece vLLM compiles ("all" in the section names every pass). `verify`
     (or ASCEND_GRAPH_VERIFY=1, `verify_requested`): every graph ascend_graph captures is replayed once against the
-    same computation run eagerly; one that disagrees runs eagerly, logged."""
+    same computation run eagerly; one that disagrees runs eagerly, logged. `decode_steps` (default 1): when every
+    request of a batch decodes, run that many decode steps per host round trip (CPU lane, mode "sync":
+    vllm_plugin/multistep.py, docs/multistep.md)."""
 
     enabled: bool = False
     mode: Mode | None = None
@@ -64,6 +66,7 @@ class AscendGraphOptions:
     passes: tuple[str, ...] = ()
     graph_runner: GraphRunner = GraphRunner.ASCEND_GRAPH
     verify: bool = False
+    decode_steps: int = 1
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", Mode), ("lowering", Lowering), ("graph_runner", GraphRunner)):
@@ -81,6 +84,11 @@ class AscendGraphOptions:
                     f"additional_config.{SECTION}.{name}={getattr(self, name)!r} is not allowed; allowed values are "
                     "(True, False)"
                 )
+        steps = self.decode_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(
+                f"additional_config.{SECTION}.decode_steps={steps!r} is not allowed; allowed values are integers >= 1"
+            )
 
     @classmethod
     def parse(cls, additional_config: Mapping[str, Any] | None) -> AscendGraphOptions:
@@ -112,6 +120,7 @@ class AscendGraphOptions:
             "passes": list(self.passes),
             "graph_runner": str(self.graph_runner),
             "verify": self.verify,
+            "decode_steps": self.decode_steps,
         }
 
     def replace(self, **changes: Any) -> AscendGraphOptions:

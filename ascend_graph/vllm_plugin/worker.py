@@ -18,7 +18,8 @@ class AscendGraphCPUWorker(CPUWorker):
         # vLLM builds its CPUModelRunner here; ours extends it with the device job and forward-async, so the
         # object is re-classed rather than rebuilt (its construction stays vLLM's own).
         self.model_runner.__class__ = AscendGraphCPUModelRunner
-        self.model_runner.setup_ascend_graph(options_of(self.vllm_config).mode)
+        options = options_of(self.vllm_config)
+        self.model_runner.setup_ascend_graph(options.mode, options.decode_steps)
 
     def compile_or_warm_up_model(self) -> Any:
         # Where vLLM's GPU worker captures its graphs: the model is compiled and the KV cache and the graph

@@ -171,14 +171,17 @@ def test_ascend_graph_options_name_the_allowed() -> None:
     with pytest.raises(
         ValueError,
         match=r"unknown key\(s\) \['modes'\]; allowed keys are "
-        r"\['debug', 'graph_runner', 'lowering', 'mode', 'passes', 'verify'\]",
+        r"\['debug', 'decode_steps', 'graph_runner', 'lowering', 'mode', 'passes', 'verify'\]",
     ):
         parse({"ascend_graph": {"modes": "sync"}})
     with pytest.raises(ValueError, match=r"mode='fast' is not allowed; allowed values are \('sync', 'forward-async'\)"):
         parse({"ascend_graph": {"mode": "fast"}})
     # No section: not enabled, nothing decided (the platform then behaves as its host); {} enables every default.
     assert parse(None) == parse({"other_plugin": {}}) == AscendGraphOptions(enabled=False)
-    assert parse({"ascend_graph": {}}) == AscendGraphOptions(enabled=True, mode=None, lowering=None)
+    assert parse({"ascend_graph": {}}) == AscendGraphOptions(enabled=True, mode=None, lowering=None, decode_steps=1)
+    for steps in (0, 2.5, True, "4"):
+        with pytest.raises(ValueError, match=r"decode_steps=.* is not allowed; allowed values are integers >= 1"):
+            parse({"ascend_graph": {"decode_steps": steps}})
     with pytest.raises(
         ValueError, match=r"graph_runner='cuda' is not allowed; allowed values are \('ascend_graph', 'vllm'\)"
     ):

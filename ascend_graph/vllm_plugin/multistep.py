@@ -1,0 +1,292 @@
+"""K decode steps per host round trip inside vLLM (`additional_config.ascend_graph.decode_steps = K`), CPU lane.
+
+When every request of a batch decodes, the engine core schedules once, the runner runs up to K decode steps back
+to back (each step's sampled tokens are the next step's inputs; positions, sequence lengths and slot mappings
+advance by one), and the scheduler, the engine core's IPC and the front end's detokenizer run once per burst.
+docs/multistep.md has the design and the vLLM seams per version (file:line).
+
+Two halves, each built on vLLM's own interfaces:
+
+- `MultiStepScheduler` (vLLM's `scheduler_config.scheduler_cls`, set by the platform when K > 1) allocates the
+  burst's KV slots with every step (vLLM's `num_lookahead_tokens`, K - 1 more), decides each step's burst length
+  (`BurstPlan`, carried to the runner on the scheduler output) and, when the runner returns n tokens for a
+  request, accounts the n - 1 tokens whose KV the burst computed. Appending the tokens, the per-token stop checks
+  (EOS, stop token ids, max_tokens, max_model_len) and dropping the tokens after a stop are vLLM's own
+  (`_update_request_with_output`, as for speculative decoding); stop strings are matched per token by the front
+  end's detokenizer, which drops the tokens after the match and aborts the request in the engine core.
+- `run_burst` (called by the CPU lane's runner, model_runner.py) runs the K - 1 further steps of a burst with
+  vLLM's own input preparation and sampler, each from a scheduler output it derives from the previous step (one
+  more computed token per request, no new blocks): the same computation as K steps of K = 1, hence the same
+  tokens, seeds and penalties included.
+
+A step runs with K = 1 (counted, its reason logged once) when it prefills, when speculative decoding, structured
+output or logprobs are in the batch. Bursts shorten (counted as cut short) to the most tokens any request can
+still produce (max_tokens), to what max_model_len leaves, and while requests wait, to the fewest tokens any
+running request can still produce, so a waiting request is admitted at a burst boundary no later than a request
+finishes.
+
+Two broken variants exist for the tests only (read in `unsafe_knobs`): ASCEND_GRAPH_UNSAFE_BURST_IGNORES_STOP=1
+(the scheduler checks stop once per burst, not per token) and ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT=1 (a further
+step's input is the previous step's input token, not the token that step sampled: a token not fed back).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vllm.logger import init_logger
+from vllm.v1.core.sched.output import CachedRequestData, SchedulerOutput
+from vllm.v1.core.sched.scheduler import Scheduler
+from vllm.v1.core.sched.utils import check_stop
+
+from ..counters import Count, bump
+from .options import options_of
+
+# Under "vllm." so that vLLM's handler and format print it in every vLLM process.
+logger = init_logger("vllm." + __name__)
+
+PLAN_ATTRIBUTE = "ascend_graph_burst"  # the scheduler output's attribute that carries the BurstPlan to the runner
+
+
+@dataclasses.dataclass(frozen=True)
+class BurstPlan:
+    """How many decode steps the runner runs for one scheduler output, and why fewer than decode_steps."""
+
+    steps: int
+    reason: str | None = None
+
+
+def burst_plan(scheduler_output: Any) -> BurstPlan | None:
+    """The plan the scheduler attached to `scheduler_output`, or None (decode_steps = 1, or another scheduler)."""
+    return getattr(scheduler_output, PLAN_ATTRIBUTE, None)
+
+
+def unsafe_knobs() -> dict[str, bool]:
+    """The broken variants' switches (tests only), read in one place."""
+    return {
+        "ignores_stop": os.environ.get("ASCEND_GRAPH_UNSAFE_BURST_IGNORES_STOP") == "1",
+        "stale_input": os.environ.get("ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT") == "1",
+    }
+
+
+def single_step_reason(request: Any) -> str | None:
+    """Why a request's steps need the host after every token (run with K = 1), or None."""
+    if request.pooling_params is not None or request.sampling_params is None:
+        return "pooling"
+    params = request.sampling_params
+    if params.logprobs is not None or params.prompt_logprobs is not None:
+        return "logprobs"
+    if params.structured_outputs is not None:
+        return "structured output"
+    return None
+
+
+class MultiStepScheduler(Scheduler):
+    """vLLM's scheduler with bursts of decode steps (the module docstring has the rules)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.decode_steps: int = options_of(self.vllm_config).decode_steps
+        # Every step allocates the slots of the K - 1 tokens a burst feeds back, as vLLM allocates draft slots.
+        self.num_lookahead_tokens += self.decode_steps - 1
+        self.ignores_stop = unsafe_knobs()["ignores_stop"]
+        self._reasons_logged: set[str] = set()
+        logger.info("ascend_graph: up to %d decode steps per host round trip", self.decode_steps)
+        if self.ignores_stop:
+            logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_BURST_IGNORES_STOP=1, bursts ignore stops (broken)")
+
+    def schedule(self, *args: Any, **kwargs: Any) -> SchedulerOutput:
+        output = super().schedule(*args, **kwargs)
+        setattr(output, PLAN_ATTRIBUTE, self._plan(output))
+        return output
+
+    def _plan(self, output: SchedulerOutput) -> BurstPlan:
+        if not output.total_num_scheduled_tokens:
+            return BurstPlan(1, "empty step")
+        reason = self._single_step_reason(output)
+        if reason is not None:
+            if reason not in self._reasons_logged:
+                self._reasons_logged.add(reason)
+                logger.info("ascend_graph: steps with %s run one decode step per round trip", reason)
+            return BurstPlan(1, reason)
+        requests = [self.requests[req_id] for req_id in output.num_scheduled_tokens]
+        # After schedule() a decoding request's num_tokens counts the token this step feeds in; each further
+        # step adds one, and vLLM's runner refuses tokens past max_model_len.
+        room = min(self.max_model_len - request.num_tokens for request in requests)
+        left = [request.max_tokens - request.num_output_tokens for request in requests]
+        limits = {"max_model_len": room, "max_tokens": max(left)}
+        if self.get_request_counts()[1]:
+            limits["requests waiting"] = min(left)
+        steps = max(1, min(self.decode_steps, *limits.values()))
+        if steps == self.decode_steps:
+            return BurstPlan(steps)
+        return BurstPlan(steps, min(limits, key=lambda name: limits[name]))
+
+    def _single_step_reason(self, output: SchedulerOutput) -> str | None:
+        if output.scheduled_new_reqs:
+            return "prefill"
+        if output.scheduled_spec_decode_tokens:
+            return "speculative decoding"
+        if output.has_structured_output_requests:
+            return "structured output"
+        for req_id, num_tokens in output.num_scheduled_tokens.items():
+            request = self.requests[req_id]
+            if num_tokens != 1 or request.is_prefill_chunk:
+                return "prefill"
+            reason = single_step_reason(request)
+            if reason is not None:
+                return reason
+        return None
+
+    def update_from_output(self, scheduler_output: SchedulerOutput, model_runner_output: Any) -> Any:
+        plan = burst_plan(scheduler_output)
+        sampled = model_runner_output.sampled_token_ids
+        if plan is not None and plan.steps > 1 and sampled:
+            # n tokens came back: the burst computed the KV of the n - 1 it fed back (the last one is the next
+            # step's input). A request that stops among them is freed, so its count no longer matters.
+            for req_id in scheduler_output.num_scheduled_tokens:
+                request = self.requests.get(req_id)
+                index = model_runner_output.req_id_to_index.get(req_id)
+                if request is None or request.is_finished() or index is None:
+                    continue
+                request.num_computed_tokens += max(len(sampled[index]) - 1, 0)
+        return super().update_from_output(scheduler_output, model_runner_output)
+
+    def _update_request_with_output(self, request: Any, new_token_ids: list[int], **kwargs: Any) -> Any:
+        if not self.ignores_stop or len(new_token_ids) < 2:
+            return super()._update_request_with_output(request, new_token_ids, **kwargs)
+        # The broken variant: every token of the burst is kept, stop checked once after the last.
+        for token in new_token_ids:
+            request.append_output_token_ids(token)
+        return new_token_ids, check_stop(request, self.max_model_len)
+
+
+def next_step_output(runner: Any, previous: SchedulerOutput) -> SchedulerOutput:
+    """The scheduler output of a burst's next step: the same requests, one more computed token each (the token
+    the previous step sampled is this step's input), no new blocks (allocated before the burst), nothing else."""
+    req_ids = list(previous.num_scheduled_tokens)
+    states = [runner.requests[req_id] for req_id in req_ids]
+    cached = CachedRequestData(
+        req_ids=req_ids,
+        resumed_req_ids=set(),
+        new_token_ids=[],
+        all_token_ids={},
+        new_block_ids=[None] * len(req_ids),
+        num_computed_tokens=[state.num_computed_tokens + 1 for state in states],
+        num_output_tokens=[len(state.output_token_ids) for state in states],
+    )
+    return SchedulerOutput(
+        scheduled_new_reqs=[],
+        scheduled_cached_reqs=cached,
+        num_scheduled_tokens=dict.fromkeys(req_ids, 1),
+        total_num_scheduled_tokens=len(req_ids),
+        scheduled_spec_decode_tokens={},
+        scheduled_encoder_inputs={},
+        finished_req_ids=set(),
+        free_encoder_mm_hashes=[],
+        num_common_prefix_blocks=list(previous.num_common_prefix_blocks),
+    )
+
+
+def all_stopped(runner: Any, req_ids: list[str]) -> bool:
+    """True when every request of the burst has certainly stopped (max_tokens, or a stop token with no
+    min_tokens): further steps would only be dropped. Stop strings are the front end's, never assumed here."""
+    for req_id in req_ids:
+        state = runner.requests[req_id]
+        params = state.sampling_params
+        tokens = state.output_token_ids
+        if len(tokens) >= params.max_tokens:
+            continue
+        stops = set(params.stop_token_ids or ())
+        if params.eos_token_id is not None:  # None with ignore_eos
+            stops.add(params.eos_token_id)
+        if tokens and tokens[-1] in stops and not params.min_tokens:
+            continue
+        return False
+    return True
+
+
+def run_burst(
+    runner: Any,
+    scheduler_output: SchedulerOutput,
+    first_output: Any,
+    step: Callable[[SchedulerOutput], Any],
+    device_ms: Callable[[], float],
+) -> Any:
+    """The rest of a burst after its first step (`first_output`, vLLM's output of that step): `step` runs one more
+    decode step (vLLM's execute_model and sample_tokens) and returns its output; the tokens of every step are
+    joined per request into `first_output`. `device_ms` reads the device time the runner measured so far."""
+    plan = burst_plan(scheduler_output)
+    assert plan is not None and plan.steps > 1
+    req_ids = list(scheduler_output.num_scheduled_tokens)
+    tokens = {req_id: list(first_output.sampled_token_ids[first_output.req_id_to_index[req_id]]) for req_id in req_ids}
+    previous, done, reason = scheduler_output, 1, plan.reason
+    start, device_start = time.perf_counter(), device_ms()
+    while done < plan.steps:
+        if all_stopped(runner, req_ids):
+            reason = "all requests stopped"
+            break
+        previous = next_step_output(runner, previous)
+        output, error = _further_step(runner, req_ids, previous, step)
+        if output is None:
+            reason = error
+            break
+        for req_id in req_ids:
+            tokens[req_id].extend(output.sampled_token_ids[output.req_id_to_index[req_id]])
+        done += 1
+    device = device_ms() - device_start
+    host = (time.perf_counter() - start) * 1e3 - device
+    _count_burst(done, runner.ag.decode_steps, reason, host, device, runner.ag.reasons_logged)
+    first_output.sampled_token_ids = [tokens[req_id] for req_id in first_output.req_ids]
+    return first_output
+
+
+def _further_step(
+    runner: Any, req_ids: list[str], inner: SchedulerOutput, step: Callable[[SchedulerOutput], Any]
+) -> tuple[Any, str | None]:
+    """One further step of a burst: its output, or None and why. A step that raises ends the burst with the tokens
+    so far (logged once per error type): the next scheduler output carries the computed and output token counts,
+    which resynchronise the runner's state."""
+    if unsafe_knobs()["stale_input"]:
+        _unfeed_last_tokens(runner, req_ids)
+    try:
+        return step(inner), None
+    except Exception as error:  # noqa: BLE001 - graph mode does not fail a user's request for its own reasons
+        runner.execute_model_state = None  # a step that raised between execute and sample
+        reason = f"a decode step raised {type(error).__name__}"
+        if reason not in runner.ag.reasons_logged:
+            runner.ag.reasons_logged.add(reason)
+            logger.warning("ascend_graph: a burst ends early (counted as cut short): %r", error)
+        return None, reason
+
+
+def _count_burst(
+    done: int, decode_steps: int, reason: str | None, host_ms: float, device_ms: float, logged: set[str]
+) -> None:
+    """The counters of one burst (host and device time are those of its further steps); the first burst cut short
+    for each reason is logged."""
+    bump(Count.BURSTS)
+    bump(Count.BURST_STEPS, done)
+    bump(Count.BURST_DEVICE_US, int(device_ms * 1e3))
+    bump(Count.BURST_HOST_US, int(max(host_ms, 0.0) * 1e3))
+    if done < decode_steps:
+        bump(Count.BURSTS_CUT_SHORT)
+        if f"cut short: {reason}" not in logged:
+            logged.add(f"cut short: {reason}")
+            logger.info(
+                "ascend_graph: a burst cut short to %d of %d steps: %s (logged once)", done, decode_steps, reason
+            )
+
+
+def _unfeed_last_tokens(runner: Any, req_ids: list[str]) -> None:
+    """The broken variant ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT: the next step reads the previous input token where
+    the sampled one should be (the returned tokens and the penalties' history keep the sampled one)."""
+    batch = runner.input_batch
+    for req_id in req_ids:
+        index = batch.req_id_to_index[req_id]
+        end = int(batch.num_tokens_no_spec[index])
+        batch.token_ids_cpu[index, end - 1] = batch.token_ids_cpu[index, end - 2]
