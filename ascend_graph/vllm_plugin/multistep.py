@@ -156,9 +156,9 @@ class MultiStepScheduler(Scheduler):
                 request.num_computed_tokens += max(len(sampled[index]) - 1, 0)
         return super().update_from_output(scheduler_output, model_runner_output)
 
-    def _update_request_with_output(self, request: Any, new_token_ids: list[int], **kwargs: Any) -> Any:
+    def _update_request_with_output(self, request: Any, new_token_ids: list[int], is_stale: bool = False) -> Any:
         if not self.ignores_stop or len(new_token_ids) < 2:
-            return super()._update_request_with_output(request, new_token_ids, **kwargs)
+            return super()._update_request_with_output(request, new_token_ids, is_stale)
         # The broken variant: every token of the burst is kept, stop checked once after the last.
         for token in new_token_ids:
             request.append_output_token_ids(token)
