@@ -116,6 +116,11 @@ def configure_host_graph_mode(
     replays is `graph_runner`'s choice, applied by the platform: ascend_graph's own wrapper and worker, or the
     host's (vLLM's CUDAGraphWrapper and runner, vllm-ascend's ACLGraphWrapper). `own_runner` False: ascend_graph's
     own runner does not run on this host's configuration (Ascend without vllm-ascend's Model Runner V2)."""
+    if options.decode_steps > 1:  # refused before anything changes, eager or not: the user must not be misled
+        raise ValueError(
+            f"additional_config.ascend_graph.decode_steps={options.decode_steps} runs on the CPU lane only so far "
+            f"(not on {host}: docs/multistep.md); allowed here is 1"
+        )
     if eager_requested(vllm_config):
         logger.info("ascend_graph on %s: graph mode off (eager requested)", host)
         return

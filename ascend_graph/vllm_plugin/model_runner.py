@@ -97,7 +97,7 @@ def host_state_reason(sampling_params: Any) -> str | None:
 
 
 @dataclasses.dataclass
-class _StaticSet:
+class _StagedInputs:
     """One static input set: device copies of vLLM's buffers, the sampled-token tensor, the guard event."""
 
     copies: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
@@ -108,7 +108,7 @@ class _StaticSet:
 class _Staging:
     """Copies the parts of vLLM's persistent buffers a job reads into a static set and re-points the job's tensors."""
 
-    def __init__(self, buffers: dict[int, torch.Tensor], static_set: _StaticSet, unsafe: bool = False) -> None:
+    def __init__(self, buffers: dict[int, torch.Tensor], static_set: _StagedInputs, unsafe: bool = False) -> None:
         self.buffers, self.static_set = ({} if unsafe else buffers), static_set
         self.staged: set[int] = set()
         self.memo: dict[int, Any] = {}  # one re-pointed copy per object (metadata shared by many layers)
@@ -218,7 +218,7 @@ class _RunnerState:
     stream: Any = dataclasses.field(default_factory=lambda: CPU_DEVICE.default_stream())
     # The staging protocol (staging.py): the host rewrites a set only after the job that last read it finished.
     sets: SetRing = dataclasses.field(
-        default_factory=lambda: SetRing((_StaticSet(), _StaticSet()), guard=lambda static_set: static_set.ready)
+        default_factory=lambda: SetRing((_StagedInputs(), _StagedInputs()), guard=lambda static_set: static_set.ready)
     )
     launched: _Launched | None = None
     async_step: bool = False
@@ -271,7 +271,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         if config.cudagraph_mode == CUDAGraphMode.NONE or not sizes:
             return
         runtime = CUDAGraphMode.FULL if config.cudagraph_mode.has_full_cudagraphs() else CUDAGraphMode.PIECEWISE
-        sets: list[_StaticSet | None] = [None]  # None: vLLM's own buffers, label 0; ring set k: _set_label(k)
+        sets: list[_StagedInputs | None] = [None]  # None: vLLM's own buffers, label 0; ring set k: _set_label(k)
         if self.ag.mode == "forward-async" and runtime == CUDAGraphMode.FULL and not self.ag.unsafe:
             sets += list(self.ag.sets)
         start, captured = time.perf_counter(), counters()["captures"]
@@ -293,7 +293,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         )
 
     @contextlib.contextmanager
-    def _inputs_staged_into(self, static_set: _StaticSet | None, label: int) -> Iterator[None]:
+    def _inputs_staged_into(self, static_set: _StagedInputs | None, label: int) -> Iterator[None]:
         """While a dummy run calls the model, its inputs are staged into `static_set` first (None: left as they are),
         and the graphs captured are those of static set `label` (`_set_label`)."""
         if static_set is None:
@@ -509,7 +509,7 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         }
         return _Step(total, num_reqs, padded, cudagraph_mode, batch_desc, across_dp, tensors)
 
-    def _stage(self, step: _Step, static_set: _StaticSet) -> tuple[torch.Tensor, dict[str, Any]]:
+    def _stage(self, step: _Step, static_set: _StagedInputs) -> tuple[torch.Tensor, dict[str, Any]]:
         """The host-to-device copy: everything the job reads from vLLM's buffers goes into this static set; the
         job's tensors point there. Returns the staged input ids and the staged tensors."""
         stage = _Staging(self._registered_buffers(), static_set, unsafe=self.ag.unsafe)

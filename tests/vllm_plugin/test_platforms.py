@@ -120,6 +120,10 @@ def test_host_graph_mode_follows_vllms_async_scheduling_and_refuses_a_contradict
     configure_host_graph_mode(eager, resolved_options(eager, current_platform, True), "t", log)
     assert (eager.compilation_config.backend, eager.scheduler_config.async_scheduling) == (backend, True)
 
+    config = _asking(_config(model_dir), {"decode_steps": 4}, True)  # CPU lane only so far (issue 25)
+    with pytest.raises(ValueError, match=r"decode_steps=4 runs on the CPU lane only so far \(not on t: .*1"):
+        configure_host_graph_mode(config, resolved_options(config, current_platform, True), "t", log)
+
     config = _asking(_config(model_dir), {"mode": "forward-async"}, True)
     config.parallel_config.pipeline_parallel_size = 2
     with pytest.raises(ValueError, match=r"pipeline parallelism \(pipeline_parallel_size > 1\)"):
