@@ -10,31 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from .cpu_engine import PROMPTS
+
 vllm = pytest.importorskip("vllm")
 
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # collective_rpc with a Python callable (tests only)
-os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-
-PROMPTS = [
-    "Hello, my name is",
-    "The quick brown fox",
-    "What is the capital of France?",
-    "Graph mode captures a decode step",
-    "The host prepares the next batch while",
-    "Ascend NPUs, CUDA GPUs and CPUs",
-    "Paris",
-    "I like numbers, tokens and streams because they",
-    "The lazy dog",
-    "Once",
-    "Tokens flow back on the device without a host sync, so",
-    "capital capital capital",
-    "Hello",
-    "The device runs the current one and",
-    "What is",
-    "Numbers and streams",
-    "A much longer prompt that goes on and on about graphs, streams, events, buffers and the host",
-]
 # Different lengths make the decode batch shrink 17 -> 1 through sizes above the largest capture size (8), exact
 # capture sizes (8, 4, 2, 1) and padded ones (7, 6, 5, 3).
 MAX_TOKENS = [32 + 3 * i for i in range(len(PROMPTS))]

