@@ -63,7 +63,7 @@ import torch.fx
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from . import add_rms_norm as norms
-from .decode_rewrites import is_linear, linear_weight, rewrite_linears
+from .decode_rewrites import is_linear, linear_weight, rewrite_linears, written_in_place
 from .patterns import EPS_PLACEHOLDER, PATTERN_DTYPES, trace_pattern
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ def _norm_check(match: Any) -> bool:
     present = [value for value in values if value is not None]
     return (
         linear_weight(weight)
+        and not any(written_in_place(match.kwargs.get(name)) for name in ("x", "residual", "norm_weight", "weight"))
         and _val(x) is not None
         and _val(x).dim() == 2
         and len({value.dtype for value in present}) == 1

@@ -56,7 +56,17 @@ def is_linear(node: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | None
     x_val = _val(x)
     if not linear_weight(weight) or x_val is None or x_val.dim() != 2 or x_val.dtype != _val(weight).dtype:
         return None
+    if written_in_place(x) or written_in_place(weight):
+        return None
     return x, weight
+
+
+def written_in_place(node: Any) -> bool:
+    """Whether an op writes `node` in place (vLLM's rotary embedding writes q and k): a fused op placed later in
+    the graph than the op it replaces would read the written value."""
+    return isinstance(node, torch.fx.Node) and any(
+        isinstance(user.target, torch._ops.OpOverload) and user.target._schema.is_mutable for user in node.users
+    )
 
 
 def _only_user(node: torch.fx.Node) -> torch.fx.Node | None:
@@ -99,6 +109,8 @@ def residual_add(out: torch.fx.Node) -> tuple[torch.fx.Node, torch.fx.Node] | No
     residual = add.args[1] if add.args[0] is out else add.args[0]
     out_val, res_val = _val(out), _val(residual)
     if residual is out or res_val is None or out_val is None or res_val.dtype != out_val.dtype:
+        return None
+    if written_in_place(residual):
         return None
     same = res_val.dim() == out_val.dim() and all(
         statically_known_true(a == b) for a, b in zip(res_val.shape, out_val.shape, strict=True)
