@@ -2,13 +2,15 @@
 
 `apply_passes(gm, example_inputs, names)` retraces a dynamo or vLLM FX graph to ATen (`aten_graph.py`: one
 canonical spelling per op, in-place writes kept) and runs the selected passes on it, always in the order of
-`PASSES` whatever order they were named in: no-op elimination first (it exposes the patterns), QK-norm + RoPE
-before the RMSNorm fusion (which would otherwise take the norm half of it), SwiGLU last.
+`PASS_NAMES` whatever order they were named in: no-op elimination first (it exposes the patterns), QK-norm + RoPE
+before the RMSNorm fusion (which would otherwise take the norm half of it), the decode GEMVs before the RMSNorm
+and SwiGLU fusions (it takes the norms and SiLU-muls next to a linear; those two fuse what is left), SwiGLU last.
 
 | pass | replaces | with |
 |---|---|---|
 | `noop_elimination` | views/reshapes/slices/casts that do nothing, view chains | the input, one view |
 | `qk_norm_rope` | RMSNorm over heads + rotary embedding | `ascend_graph::rms_norm_rope` |
+| `decode_gemv` | (add+) RMSNorm + linear (+ SiLU-mul); linear (+ add) | `rms_norm_linear`, `decode_linear`, ... |
 | `add_rms_norm` | residual add + RMSNorm; a lone RMSNorm | `ascend_graph::add_rms_norm`, `ascend_graph::rms_norm` |
 | `silu_and_mul` | silu(gate) * up | `ascend_graph::silu_and_mul` |
 """
@@ -24,15 +26,16 @@ import torch.fx
 
 logger = logging.getLogger(__name__)
 
-PASS_NAMES = ("noop_elimination", "qk_norm_rope", "add_rms_norm", "silu_and_mul")
+PASS_NAMES = ("noop_elimination", "qk_norm_rope", "decode_gemv", "add_rms_norm", "silu_and_mul")
 
 
 def _pass(name: str) -> Callable[[torch.fx.GraphModule], int]:
-    from . import add_rms_norm, noop_elimination, qk_norm_rope, silu_and_mul
+    from . import add_rms_norm, decode_layer, noop_elimination, qk_norm_rope, silu_and_mul
 
     modules = {
         "noop_elimination": noop_elimination,
         "qk_norm_rope": qk_norm_rope,
+        "decode_gemv": decode_layer,
         "add_rms_norm": add_rms_norm,
         "silu_and_mul": silu_and_mul,
     }
