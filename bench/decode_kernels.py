@@ -128,7 +128,7 @@ def fused_shape(site: Site, tokens: int) -> GemvShape:
     """The shape the site's fused Triton variant launches (the block sizes depend on it)."""
     norm = site.kind in ("qkv", "gate_up")  # the prologue adds the residual: two [tokens, K] inputs
     silu = site.kind == "gate_up"
-    return GemvShape(site.out, site.k, tokens, 2 if silu else 1, 2 if norm else 1)
+    return GemvShape(site.out, site.k, tokens, 2 if silu else 1, 2 if norm else 1, norm=norm)
 
 
 def f534d05_config(site: Site) -> DecodeConfig:

@@ -65,13 +65,18 @@ def streams_norm(dtype: torch.dtype, exact_rounding: bool) -> bool:
 
 
 def gemv_shape(
-    x: torch.Tensor, weight: torch.Tensor, *, residual: torch.Tensor | None = None, silu_mul: bool = False
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    residual: torch.Tensor | None = None,
+    norm: bool = False,
+    silu_mul: bool = False,
 ) -> GemvShape:
     """The shape `config_for` picks block sizes by, for a call of `launch` with these arguments."""
     tokens = x.numel() // x.shape[-1]
     n = weight.shape[0] // 2 if silu_mul else weight.shape[0]
     x_inputs = 1 if residual is None else 2
-    return GemvShape(n, x.shape[-1], tokens, 2 if silu_mul else 1, x_inputs, x.element_size())
+    return GemvShape(n, x.shape[-1], tokens, 2 if silu_mul else 1, x_inputs, x.element_size(), norm)
 
 
 def launch(
@@ -90,7 +95,7 @@ def launch(
     """Run the kernel on checked, kernel-ready tensors: (out [..., N or N/2], x + residual when normalising)."""
     x2 = _rows(x)
     assert x2 is not None
-    shape = gemv_shape(x, weight, residual=residual, silu_mul=silu_mul)
+    shape = gemv_shape(x, weight, residual=residual, norm=norm_weight is not None, silu_mul=silu_mul)
     config = config or config_for(shape)
     out = torch.empty((*x.shape[:-1], shape.n), dtype=x.dtype, device=x.device)
     total = torch.empty(x.shape, dtype=x.dtype, device=x.device) if norm_weight is not None else None

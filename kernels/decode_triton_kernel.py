@@ -73,12 +73,13 @@ def _streamed_x_tile(
     x_stride,
     res_stride,
     owned_rows,
+    row_one,
     HAS_RESIDUAL: tl.constexpr,
     FP32_SUM: tl.constexpr,
 ):
     """The streamed norm's slice: ((x + residual) * norm_weight in x's dtype, the slice's sum of squares per
     token); the programs scale by rstd in the epilogue. The slice's owner (`owned_rows`: all M rows there, none
-    elsewhere) stores x + residual."""
+    elsewhere) stores x + residual. `row_one`: see decode_linear_kernel."""
     mask = m_mask[:, None] & k_mask[None, :]
     x = tl.load(x_ptr + rows[:, None] * x_stride + ks[None, :], mask=mask, other=0.0)
     base = x.to(tl.float32)
@@ -89,7 +90,7 @@ def _streamed_x_tile(
             base = base.to(x.dtype).to(tl.float32)
     tl.store(total_ptr + rows[:, None] * K + ks[None, :], base.to(x.dtype), mask=mask & owned_rows[:, None])
     nw = tl.load(nw_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
-    return (base * nw[None, :]).to(x.dtype), tl.sum(base * base, axis=1)
+    return (base * row_one[:, None] * nw[None, :]).to(x.dtype), tl.sum(base * base, axis=1)
 
 
 @triton.jit
@@ -217,6 +218,12 @@ def decode_linear_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     squares = tl.zeros((BLOCK_M,), tl.float32)
+    # 1 per token row (0 on the padding, which is 0 anyway). Multiplying the streamed slice by it changes no value
+    # but keeps Triton from hoisting the conversion to the tensor-core operand layout above the norm's
+    # arithmetic: hoisted, every warp computed the whole [BLOCK_M, BLOCK_K] slice in float32 (that layout
+    # replicates A across the warps) beside the copy the store and the squares use: 240-255 registers at 8 warps,
+    # 96-128 without it (Triton 3.6, sm_90, compiled here; see NORM_BLOCK_K in kernels/decode_tuning.py).
+    row_one = tl.where(m_mask, 1.0, 0.0)
     for k0 in range(0, K, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_mask = ks < K
@@ -226,7 +233,7 @@ def decode_linear_kernel(
             owned_rows = rows < tl.where((k0 // BLOCK_K) % tl.num_programs(0) == pid, M, 0)
             x, tile_squares = _streamed_x_tile(
                 x_ptr, res_ptr, nw_ptr, total_ptr, rows, m_mask, ks, k_mask, K, x_stride, res_stride, owned_rows,
-                HAS_RESIDUAL, FP32_SUM,
+                row_one, HAS_RESIDUAL, FP32_SUM,
             )  # fmt: skip
             squares += tile_squares
         else:

@@ -14,8 +14,10 @@ weight's (16-row tiles; f534d05's H100 figures: the 8B qkv site three times slow
   x side of a step has more than twice the weight side's rows (`X_ROWS_PER_WEIGHT_ROW`) and the grid still covers
   7/8 of the SMs (halving the x traffic is worth a few idle SMs: the 0.6B qkv site at 32 tokens, 128 programs of
   32 rows).
-- num_warps: 8 where a step's weight tile or its x side reaches 64 x 256 elements (a thread's share of the tile
-  stays at a few 16-byte loads and the x slice's float32 values fit its registers), else 4.
+- block_k: 256 (512 bytes of a bf16 row), 128 with the RMSNorm prologue (`NORM_BLOCK_K`: registers).
+- num_warps: 8 where a step's weight tile or its x side reaches 64 x 256 elements, or with the RMSNorm prologue
+  (a thread's share of the tile stays at a few 16-byte loads and the x slice's float32 values fit its registers),
+  else 4.
 - num_stages: 3 where the K loop runs more than once, fewer when three stages of tiles would not fit the shared
   memory budget (`SHARED_BUDGET`, below Hopper's 227 KB a block, leaving Triton room for its layout conversions).
 
@@ -38,6 +40,9 @@ HOPPER_SMS = 132
 MIN_BLOCK = 16  # the tensor-core tile's smallest side in Triton's tl.dot
 MAX_BLOCK_N = 64
 MAX_BLOCK_K = 256
+# The RMSNorm prologue holds the x (and residual) slice as float32 in registers: 128-wide K tiles and 8 warps keep it
+# at 64-111 registers a thread at 1-32 tokens (compiled for sm_90 by Triton 3.6: 256-wide with 4 warps took 124-255).
+NORM_BLOCK_K = 128
 WIDE_TILE = 64 * 256  # elements of a step's tile from which 8 warps share it
 # x rows per weight row of a step that f534d05 saw cost nothing: its plain GEMVs at 32 tokens on 16-row tiles ran
 # as fast as at one token (the 8B qkv weight: 21.2 against 20.8 us).
@@ -55,7 +60,8 @@ class GemvShape:
 
     n: output columns the programs split (for gate-up, I: each column reads a gate row and an up row, so
     `rows_per_column` is 2); k: the reduction length; tokens: M; x_inputs: the [tokens, k] tensors each program
-    streams beside the weight (2 when the RMSNorm prologue adds a residual); element_size: bytes per element.
+    streams beside the weight (2 when the RMSNorm prologue adds a residual); element_size: bytes per element;
+    norm: whether the K loop also normalises x (the RMSNorm prologue).
     """
 
     n: int
@@ -64,6 +70,7 @@ class GemvShape:
     rows_per_column: int = 1
     x_inputs: int = 1
     element_size: int = 2
+    norm: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n", "k", "tokens"):
@@ -142,7 +149,11 @@ def stage_bytes(shape: GemvShape, block_n: int, block_k: int) -> int:
 
 def _warps(shape: GemvShape, block_n: int, block_k: int) -> int:
     wide = max(block_n * shape.rows_per_column, shape.block_m * shape.x_inputs) * block_k >= WIDE_TILE
-    return 8 if wide else 4
+    return 8 if wide or shape.norm else 4
+
+
+def _block_k(shape: GemvShape) -> int:
+    return _power_of_two_at_most(shape.k, NORM_BLOCK_K if shape.norm else MAX_BLOCK_K)
 
 
 def _stages(shape: GemvShape, block_n: int, block_k: int, wanted: int = 3) -> int:
@@ -157,7 +168,7 @@ def _stages(shape: GemvShape, block_n: int, block_k: int, wanted: int = 3) -> in
 def default_config(shape: GemvShape, sms: int = HOPPER_SMS) -> DecodeConfig:
     """The Hopper defaults of the module docstring for this shape."""
     block_n = _block_n(shape, sms)
-    block_k = _power_of_two_at_most(shape.k, MAX_BLOCK_K)
+    block_k = _block_k(shape)
     return DecodeConfig(block_n, block_k, _warps(shape, block_n, block_k), _stages(shape, block_n, block_k))
 
 

@@ -192,11 +192,11 @@ def test_tuning_defaults_fill_hopper_and_refuse_bad_blocks() -> None:
 
 def test_tuning_grows_the_weight_tile_with_the_tokens_it_streams_beside() -> None:
     # 8B qkv with its residual: at 32 tokens the x side (64 rows) would be four times a 16-row weight tile; the
-    # tile doubles (to twice at most) while the grid keeps >= 7/8 of the SMs (6144 / 32 = 192 programs) and 8 warps
-    # share the x side.
-    few, many = GemvShape(6144, 4096, 1, x_inputs=2), GemvShape(6144, 4096, 32, x_inputs=2)
-    assert default_config(few).block_n == 16 and default_config(few).num_warps == 4
-    assert default_config(many).block_n == 32 and default_config(many).num_warps == 8
+    # tile doubles (to twice at most) while the grid keeps >= 7/8 of the SMs (6144 / 32 = 192 programs). The norm
+    # prologue takes 128-wide K tiles and 8 warps (registers: NORM_BLOCK_K).
+    few, many = GemvShape(6144, 4096, 1, x_inputs=2, norm=True), GemvShape(6144, 4096, 32, x_inputs=2, norm=True)
+    assert default_config(few) == DecodeConfig(16, 128, 8, 3)
+    assert default_config(many).block_n == 32 and default_config(many).block_k == 128
     # A plain GEMV at 32 tokens (x twice the tile) keeps the tile f534d05 measured winning: the 8B o_proj.
     assert default_config(GemvShape(4096, 4096, 32)).block_n == 16
     # gate-up reads two rows per output column: its tile counts both halves for the warps and the stages.
