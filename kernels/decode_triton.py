@@ -64,6 +64,23 @@ def streams_norm(dtype: torch.dtype, exact_rounding: bool) -> bool:
     return not exact_rounding and dtype != torch.float16
 
 
+def kernel_flags(
+    dtype: torch.dtype,
+    *,
+    norm: bool = False,
+    exact_rounding: bool = False,
+    residual: bool = False,
+    fp32_sum: bool = False,
+    silu_mul: bool = False,
+    add: bool = False,
+) -> dict[str, bool]:
+    """The kernel's compile-time flags for a call (shared with `kernels/decode_resources.py`)."""
+    return {
+        "NORM": norm, "STREAM_NORM": norm and streams_norm(dtype, exact_rounding), "HAS_RESIDUAL": residual,
+        "FP32_SUM": fp32_sum, "SILU_MUL": silu_mul, "ADD_OUT": add, "IEEE": dtype == torch.float32,
+    }  # fmt: skip
+
+
 def gemv_shape(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -105,13 +122,10 @@ def launch(
         x2, res2, norm_weight if norm_weight is not None else weight, weight, out,
         total if total is not None else out, add2,
         shape.tokens, shape.n, shape.k, x2.stride(0), res2.stride(0), weight.stride(0), add2.stride(0), shape.n, eps,
-        NORM=norm_weight is not None,
-        STREAM_NORM=norm_weight is not None and streams_norm(x.dtype, exact_rounding),
-        HAS_RESIDUAL=residual is not None,
-        FP32_SUM=fp32_sum,
-        SILU_MUL=silu_mul,
-        ADD_OUT=add is not None,
-        IEEE=x.dtype == torch.float32,
+        **kernel_flags(
+            x.dtype, norm=norm_weight is not None, exact_rounding=exact_rounding, residual=residual is not None,
+            fp32_sum=fp32_sum, silu_mul=silu_mul, add=add is not None,
+        ),
         BLOCK_M=shape.block_m,
         BLOCK_N=config.block_n,
         BLOCK_K=min(config.block_k, max(16, triton.next_power_of_2(shape.k))),

@@ -221,6 +221,26 @@ def test_autotune_candidates_start_with_the_default_and_fit_shared_memory(shape:
     assert all(c.num_stages * stage_bytes(shape, c.block_n, c.block_k) <= SHARED_BUDGET for c in candidates)
 
 
+HOPPER_SHARED = 227 << 10  # shared memory a block may have on sm_90
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tokens", [1, 8, 32])
+@pytest.mark.parametrize(("n", "k", "silu"), [(4096, 1024, False), (3072, 1024, True), (6144, 4096, False),
+                                              (12288, 4096, True)])  # fmt: skip
+def test_fused_norm_kernels_compile_for_hopper_without_spills(n: int, k: int, silu: bool, tokens: int) -> None:
+    """The qkv and gate_up sites of Qwen3-0.6B / 8B with their default configs, compiled for sm_90 here (no GPU):
+    no register spills, shared memory within a block's limit."""
+    pytest.importorskip("triton")
+    from ascend_graph.kernels.decode_resources import hopper_resources
+    from ascend_graph.kernels.decode_triton import kernel_flags
+
+    shape = GemvShape(n, k, tokens, 2 if silu else 1, 2, norm=True)
+    flags = kernel_flags(torch.bfloat16, norm=True, residual=True, fp32_sum=True, silu_mul=silu)
+    found = hopper_resources(shape, flags, default_config(shape))
+    assert found.stack == 0 and found.registers < 255 and found.shared <= HOPPER_SHARED, found
+
+
 def test_a_kernel_that_cannot_be_built_runs_the_reference(monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
     triton_errors = pytest.importorskip("triton.runtime.errors")
     from ascend_graph.kernels import decode_triton
