@@ -3,6 +3,11 @@ one: Triton compiles it for sm_90 here (its wheel carries ptxas and cuobjdump) w
 gives a real call (16-aligned pointers and sizes, one token a constant), and the cubin's resource report gives
 registers, stack (spills) and shared memory. That is how the block-size rules of `kernels/decode_tuning.py` were
 checked, and how a test keeps them free of spills; it says nothing about time.
+
+Seen this way (Triton 3.6, the H100 lane's, and 3.9, this machine's; bf16, sm_90): every load of the K loop is
+software-pipelined through shared memory (cp.async, `LDGSTS` in the SASS; none without the 16-alignment
+specialisation, which is why it is reproduced here), the products are mma.sync (`HMMA`, no wgmma at M <= 32), and
+the plain GEMV takes 40-64 registers; f534d05's fused gate-up config at 32 tokens took 255 and spilled.
 """
 
 from __future__ import annotations
