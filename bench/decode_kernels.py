@@ -7,8 +7,14 @@ Variants per site (all bfloat16):
 - `unfused`: what the site runs today in full: add+RMSNorm (ascend_graph::add_rms_norm, vLLM's form) + F.linear
   for qkv; the same + silu_and_mul for gate_up; F.linear + the residual add for o_proj and down (lm_head: none).
 - `triton`: the Triton GEMV alone (ascend_graph::decode_linear without residual).
-- `triton_fused`: the site's fused op: rms_norm_linear for qkv, rms_norm_linear(silu_mul) for gate_up,
-  decode_linear(residual) for o_proj and down (lm_head: none).
+- `triton_fused`: the site's fused op as it runs now: rms_norm_linear for qkv (streamed norm), rms_norm_linear
+  (streamed norm, silu_mul) for gate_up, decode_linear(residual) for o_proj and down (lm_head: none); block sizes
+  from kernels/decode_tuning.py for the site's shape at this token count.
+- `triton_fused_exact` (qkv, gate_up): the same configuration with the exact-rounding norm (two passes over x).
+- `triton_fused_f534d05`: the fused kernel as f534d05 ran it (exact-rounding norm, its block sizes), the
+  "fused" column of docs/results.md; for o_proj and down only where the configuration changed since.
+- `cublas_silu`, `triton_silu` (gate_up): F.linear + silu_and_mul against decode_gate_up_silu, no norm: the
+  SiLU-mul epilogue's own cost.
 
 Timing: each variant is captured in one CUDA graph that calls it once per weight copy, rotating over enough copies
 (>= 256 MB in all) that the weights cannot stay in the 50 MB L2 between calls, as in a model's step; the graph is
@@ -16,11 +22,12 @@ replayed `--reps` times per trial, the median trial over `--trials` gives the ti
 graph's per-node cost (about a microsecond each), as it does in a model. Effective weight bandwidth = bytes of the
 weight / time per call. The copy bandwidth of the same device is recorded beside it.
 
-    python -m bench.decode_kernels --out $OUT/decode_kernels.json            # < 3 minutes on an H100
-    python -m bench.decode_kernels --autotune --out $OUT/decode_kernels.json # also tries a few block sizes per site
+    python -m bench.decode_kernels --tokens 1 8 32 --out $OUT/decode_kernels.json   # about a minute on an H100
+    python -m bench.decode_kernels --tokens 1 8 32 --kinds qkv gate_up --autotune --out $OUT/tune.json
 
-With --autotune the Triton variants run with the best configuration found at 1 and 8 tokens; every candidate's
-time is in the JSON (`autotune`), to be copied into kernels/decode_tuning.py's TUNED table.
+With --autotune the main variant of each site (`triton_fused`, or `triton` for the lm_head) first tries the few
+configurations of `autotune_candidates` at each token count and runs with the fastest; every candidate's time is
+in the JSON (`autotune`, with the `tuned_key` to copy it under into kernels/decode_tuning.py's TUNED table).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from ascend_graph.kernels import decode_triton
-from ascend_graph.kernels.decode_tuning import DecodeConfig, autotune_candidates, config_for
+from ascend_graph.kernels.decode_tuning import DecodeConfig, GemvShape, autotune_candidates, config_for, default_config
 
 from bench.common import environment
 from bench.decode_step import copy_bandwidth
@@ -47,6 +54,7 @@ from bench.decode_step import copy_bandwidth
 MODELS = {"qwen3-0.6b": (1024, 2048, 4096, 3072), "qwen3-8b": (4096, 4096, 6144, 12288)}
 VOCAB = 151936
 TOKENS = [1, 2, 4, 8, 16, 32]
+KINDS = ("qkv", "o_proj", "gate_up", "down", "lm_head")
 ROTATION_BYTES = 256 << 20  # weight bytes each graph rotates over: five times the H100's 50 MB L2
 EPS = 1e-6
 DEVICE = "cuda"  # the CPU lane's test of this module swaps in "cpu" (Triton's interpreter)
@@ -57,7 +65,7 @@ class Site:
     """One linear layer site: its weight is [rows, k]; `kind` says what is fused around it."""
 
     model: str
-    kind: str  # "qkv", "o_proj", "gate_up", "down", "lm_head"
+    kind: str  # one of KINDS
     rows: int
     k: int
 
@@ -108,32 +116,84 @@ def make_inputs(site: Site, tokens: int, weights: list[torch.Tensor]) -> Inputs:
 Call = Callable[[torch.Tensor], Any]  # one call of a variant on one weight copy
 
 
-def variant_calls(site: Site, inputs: Inputs, config: DecodeConfig) -> dict[str, Call]:
-    """The variants of a site, each as a function of the weight copy."""
+@dataclass(frozen=True)
+class Variant:
+    """One variant of a site: its call and the Triton configuration it launches with (None: not Triton)."""
+
+    call: Call
+    config: DecodeConfig | None = None
+
+
+def fused_shape(site: Site, tokens: int) -> GemvShape:
+    """The shape the site's fused Triton variant launches (the block sizes depend on it)."""
+    norm = site.kind in ("qkv", "gate_up")  # the prologue adds the residual: two [tokens, K] inputs
+    silu = site.kind == "gate_up"
+    return GemvShape(site.out, site.k, tokens, 2 if silu else 1, 2 if norm else 1, norm=norm)
+
+
+def f534d05_config(site: Site) -> DecodeConfig:
+    """The configuration f534d05 ran (docs/results.md): its rule looked at (outputs, K) alone."""
+    return default_config(GemvShape(site.out, site.k))
+
+
+def _norm_variants(site: Site, inputs: Inputs, config: DecodeConfig) -> dict[str, Variant]:
+    """qkv and gate_up: the unfused sequence and the fused kernel's three forms (see the module docstring)."""
     ops = torch.ops.ascend_graph
-    x, res_in, res_out, nw = inputs.x, inputs.residual_in, inputs.residual_out, inputs.norm_weight
-    calls: dict[str, Call] = {
-        "cublas": lambda w: F.linear(x, w),
-        "triton": lambda w: decode_triton.launch(x, w, config=config),
+    x, res_in, nw, silu = inputs.x, inputs.residual_in, inputs.norm_weight, site.kind == "gate_up"
+
+    def unfused(w: torch.Tensor) -> Any:
+        normed, _ = ops.add_rms_norm(x, res_in, nw, EPS, True)
+        out = F.linear(normed, w)
+        return ops.silu_and_mul(out[:, : site.out], out[:, site.out :]) if silu else out
+
+    def fused(exact: bool, chosen: DecodeConfig) -> Variant:
+        return Variant(lambda w: decode_triton.launch(
+            x, w, residual=res_in, norm_weight=nw, eps=EPS, fp32_sum=True, silu_mul=silu, exact_rounding=exact,
+            config=chosen,
+        ), chosen)  # fmt: skip
+
+    variants = {
+        "unfused": Variant(unfused),
+        "triton_fused": fused(False, config),
+        "triton_fused_exact": fused(True, config),
+        "triton_fused_f534d05": fused(True, f534d05_config(site)),
     }
-    if site.kind in ("qkv", "gate_up"):
-        silu = site.kind == "gate_up"
-
-        def unfused(w: torch.Tensor) -> Any:
-            normed, _ = ops.add_rms_norm(x, res_in, nw, EPS, True)
-            out = F.linear(normed, w)
-            return ops.silu_and_mul(out[:, : site.out], out[:, site.out :]) if silu else out
-
-        calls["unfused"] = unfused
-        calls["triton_fused"] = lambda w: decode_triton.launch(
-            x, w, residual=res_in, norm_weight=nw, eps=EPS, fp32_sum=True, silu_mul=silu, config=config
+    if silu:  # SiLU-mul alone, without the norm: decode_gate_up_silu against cuBLAS + silu_and_mul
+        silu_config = config_for(GemvShape(site.out, site.k, x.shape[0], 2))
+        variants["cublas_silu"] = Variant(lambda w: ops.silu_and_mul(*F.linear(x, w).chunk(2, dim=-1)))
+        variants["triton_silu"] = Variant(
+            lambda w: decode_triton.launch(x, w, silu_mul=True, config=silu_config), silu_config
         )
-        if silu:  # the plain GEMV of gate_up has 2I outputs: its own config
-            calls["triton"] = lambda w: decode_triton.launch(x, w, config=config_for(site.rows, site.k))
+    return variants
+
+
+def variant_calls(site: Site, inputs: Inputs, tuned: DecodeConfig | None = None) -> dict[str, Variant]:
+    """The variants of a site; `tuned` replaces the default configuration of the site's main Triton variant
+    (`main_variant`)."""
+    x, res_out = inputs.x, inputs.residual_out
+    tokens = x.shape[0]
+    plain = tuned if tuned and site.kind == "lm_head" else config_for(GemvShape(site.rows, site.k, tokens))
+    variants = {
+        "cublas": Variant(lambda w: F.linear(x, w)),
+        "triton": Variant(lambda w: decode_triton.launch(x, w, config=plain), plain),
+    }
+    config = tuned or config_for(fused_shape(site, tokens))
+    if site.kind in ("qkv", "gate_up"):
+        variants.update(_norm_variants(site, inputs, config))
     elif site.kind in ("o_proj", "down"):
-        calls["unfused"] = lambda w: F.linear(x, w) + res_out
-        calls["triton_fused"] = lambda w: decode_triton.launch(x, w, add=res_out, config=config)
-    return calls
+        variants["unfused"] = Variant(lambda w: F.linear(x, w) + res_out)
+        variants["triton_fused"] = Variant(lambda w: decode_triton.launch(x, w, add=res_out, config=config), config)
+        old = f534d05_config(site)
+        if config != old:
+            variants["triton_fused_f534d05"] = Variant(
+                lambda w: decode_triton.launch(x, w, add=res_out, config=old), old
+            )
+    return variants
+
+
+def main_variant(site: Site) -> str:
+    """The variant that serves the site in a fused model, the one --autotune tunes."""
+    return "triton" if site.kind == "lm_head" else "triton_fused"
 
 
 def time_per_call(call: Call, weights: list[torch.Tensor], reps: int, trials: int) -> float:
@@ -163,45 +223,51 @@ def time_per_call(call: Call, weights: list[torch.Tensor], reps: int, trials: in
     return statistics.median(times)
 
 
-def autotune(site: Site, weights: list[torch.Tensor], reps: int, trials: int) -> dict[str, Any]:
-    """Time each candidate config of the site's main Triton variant at 1 and 8 tokens; the best by their sum. A
-    candidate that does not compile or launch here (too much shared memory for its stages) is recorded as such."""
-    variant = "triton" if site.kind == "lm_head" else "triton_fused"
+def autotune(site: Site, tokens: int, weights: list[torch.Tensor], reps: int, trials: int) -> dict[str, Any]:
+    """Time each candidate config of the site's main variant at one token count; the fastest is `best`. A candidate
+    that does not compile or launch here (too much shared memory for its stages) is recorded as such."""
+    variant = main_variant(site)
+    shape = GemvShape(site.rows, site.k, tokens) if site.kind == "lm_head" else fused_shape(site, tokens)
+    inputs = make_inputs(site, tokens, weights)
     tried: list[dict[str, Any]] = []
-    for config in autotune_candidates(site.out, site.k):
+    for config in autotune_candidates(shape):
         entry: dict[str, Any] = {"config": asdict(config)}
         try:
-            for tokens in (1, 8):
-                call = variant_calls(site, make_inputs(site, tokens, weights), config)[variant]
-                entry[f"us_{tokens}"] = time_per_call(call, weights, reps, trials) * 1e6
+            call = variant_calls(site, inputs, config)[variant].call
+            entry["us"] = time_per_call(call, weights, reps, trials) * 1e6
         except Exception as error:  # noqa: BLE001  (Triton's OutOfResources and compile errors have no common base)
             entry["error"] = f"{type(error).__name__}: {str(error)[:200]}"
             torch.cuda.synchronize()
         tried.append(entry)
     timed = [entry for entry in tried if "error" not in entry]
-    best = min(timed, key=lambda entry: entry["us_1"] + entry["us_8"])["config"] if timed else None
-    return {"site": asdict(site), "variant": variant, "candidates": tried, "best": best}
+    best = min(timed, key=lambda entry: entry["us"])["config"] if timed else None
+    return {
+        "site": asdict(site), "tokens": tokens, "variant": variant, "tuned_key": asdict(shape.bucket()),
+        "candidates": tried, "best": best,
+    }  # fmt: skip
 
 
-def measure_site(site: Site, args: argparse.Namespace, tuned: DecodeConfig | None) -> list[dict[str, Any]]:
-    weights = make_weights(site)
+def measure_site(
+    site: Site, weights: list[torch.Tensor], args: argparse.Namespace, tuned: dict[int, DecodeConfig]
+) -> list[dict[str, Any]]:
+    """Every variant of the site at every token count (`tuned`: the main variant's config per token count)."""
     weight_bytes = weights[0].numel() * weights[0].element_size()
-    config = tuned or config_for(site.out, site.k)
     rows = []
     for tokens in args.tokens:
         inputs = make_inputs(site, tokens, weights)
-        for variant, call in variant_calls(site, inputs, config).items():
-            seconds = time_per_call(call, weights, args.reps, args.trials)
+        for name, variant in variant_calls(site, inputs, tuned.get(tokens)).items():
+            seconds = time_per_call(variant.call, weights, args.reps, args.trials)
             rows.append({
-                **asdict(site), "tokens": tokens, "variant": variant, "us": seconds * 1e6,
+                **asdict(site), "tokens": tokens, "variant": name, "us": seconds * 1e6,
                 "weight_bytes": weight_bytes, "weight_bytes_per_s": weight_bytes / seconds, "copies": len(weights),
-                "config": asdict(config) if variant.startswith("triton") else None,
+                "config": asdict(variant.config) if variant.config else None,
             })  # fmt: skip
     return rows
 
 
 def winners(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (model, site, tokens): the fastest variant, and the fused kernel's speed-up over today's sequence."""
+    """Per (model, site, tokens): the fastest variant, the fused kernel's speed-up over today's sequence, and
+    f534d05's fused kernel's (the same where nothing changed for the site)."""
     table: dict[tuple[str, str, int], dict[str, float]] = {}
     for row in rows:
         table.setdefault((row["model"], row["kind"], row["tokens"]), {})[row["variant"]] = row["us"]
@@ -209,21 +275,24 @@ def winners(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (model, kind, tokens), times in sorted(table.items()):
         today = times.get("unfused", times["cublas"])
         fused = times.get("triton_fused", times["triton"])
+        old = times.get("triton_fused_f534d05", fused)
         summary.append({
             "model": model, "kind": kind, "tokens": tokens, "fastest": min(times, key=times.__getitem__),
             "today_us": today, "fused_us": fused, "speedup": today / fused,
+            "f534d05_us": old, "f534d05_speedup": today / old,
         })  # fmt: skip
     return summary
 
 
 def print_summary(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
     bandwidth = {(r["model"], r["kind"], r["tokens"], r["variant"]): r["weight_bytes_per_s"] for r in rows}
-    print(f"{'model':<11} {'site':<8} {'M':>3} {'today us':>9} {'fused us':>9} {'x':>5}  cublas/triton TB/s  fastest")
+    print(f"{'model':<11} {'site':<8} {'M':>3} {'today us':>9} {'fused us':>9} {'x':>5} {'old x':>5}  "
+          f"cublas/triton TB/s  fastest")  # fmt: skip
     for s in summary:
         key = (s["model"], s["kind"], s["tokens"])
         rates = f"{bandwidth[(*key, 'cublas')] / 1e12:5.2f}/{bandwidth[(*key, 'triton')] / 1e12:5.2f}"
         print(f"{s['model']:<11} {s['kind']:<8} {s['tokens']:>3} {s['today_us']:9.2f} {s['fused_us']:9.2f} "
-              f"{s['speedup']:5.2f}  {rates:>18}  {s['fastest']}")  # fmt: skip
+              f"{s['speedup']:5.2f} {s['f534d05_speedup']:5.2f}  {rates:>18}  {s['fastest']}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -232,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", nargs="+", type=int, default=TOKENS)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, help="layer sites to measure")
     parser.add_argument("--autotune", action="store_true")
     parser.add_argument("--out", default=".out/decode_kernels.json")
     args = parser.parse_args(argv)
@@ -250,12 +320,17 @@ def main(argv: list[str] | None = None) -> None:
         "rows": [],
     }
     for site in sites(args.models):
-        tuned = None
-        if args.autotune:
-            found = autotune(site, make_weights(site), args.reps, args.trials)
+        if site.kind not in args.kinds:
+            continue
+        weights = make_weights(site)
+        tuned: dict[int, DecodeConfig] = {}
+        for tokens in args.tokens if args.autotune else []:
+            found = autotune(site, tokens, weights, args.reps, args.trials)
             result["autotune"].append(found)
-            tuned = DecodeConfig(**found["best"]) if found["best"] else None
-        result["rows"] += measure_site(site, args, tuned)
+            if found["best"]:
+                tuned[tokens] = DecodeConfig(**found["best"])
+        result["rows"] += measure_site(site, weights, args, tuned)
+        del weights
         torch.cuda.empty_cache()
         print(f"{site.model} {site.kind}: done at {time.perf_counter() - began:.0f} s", flush=True)
     result["summary"] = winners(result["rows"])

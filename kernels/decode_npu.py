@@ -50,7 +50,9 @@ def rms_norm_linear_npu(
     weight: torch.Tensor,
     fp32_sum: bool = False,
     silu_mul: bool = False,
+    exact_rounding: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The norm kernel, then the linear: no streamed norm here, so `exact_rounding` changes nothing."""
     ops.check_linear("rms_norm_linear", x, weight, residual, norm_weight)
     if silu_mul:
         ops.check_gate_up("rms_norm_linear", weight)

@@ -13,15 +13,19 @@ Each op and the layer site it serves (Qwen3 / Llama as vLLM builds them):
   output the residual add consumes next.
 - `decode_gate_up_silu(x, weight)`: silu(x @ Wg^T) * (x @ Wu^T) for the merged weight [Wg; Wu] (vLLM's
   MergedColumnParallelLinear: gate rows, then up rows). gate_up_proj + SiluAndMul.
-- `rms_norm_linear(x, residual, norm_weight, eps, weight, fp32_sum, silu_mul)`: (F.linear(RMSNorm(x + residual)
-  * norm_weight, weight), x + residual). input_layernorm + qkv_proj; with silu_mul, post_attention_layernorm +
-  gate_up_proj + SiluAndMul: the whole MLP front in one kernel.
+- `rms_norm_linear(x, residual, norm_weight, eps, weight, fp32_sum, silu_mul, exact_rounding)`:
+  (F.linear(RMSNorm(x + residual) * norm_weight, weight), x + residual). input_layernorm + qkv_proj; with
+  silu_mul, post_attention_layernorm + gate_up_proj + SiluAndMul: the whole MLP front in one kernel.
 
 Roundings are the unfused graph's: the GEMV's output is rounded to the input dtype before SiLU-mul or the residual
 add; silu is rounded before the product; the normalised value is rounded before and after the norm weight (see
-`kernels/norm.py`, whose `fp32_sum` flag this module's `rms_norm_linear` takes over). With `residual=None` the
-second output of `rms_norm_linear` is a copy of x (the residual stream the next layer site adds to), so that the
-op's outputs never alias its inputs.
+`kernels/norm.py`, whose `fp32_sum` flag this module's `rms_norm_linear` takes over). One exception, on CUDA: unless
+`exact_rounding` is set, `rms_norm_linear` in bfloat16 streams the norm through the GEMV (W @ (RMSNorm(s) * nw) =
+rstd * (W @ (s * nw)), rstd applied to the float32 accumulator), so it rounds s * nw once instead of the
+normalised value twice: an error of the same size, not the same bits (tests/kernels/test_decode_linear.py states
+the bounds). The reference and float16 always round as the graph does (in float32 the streamed form differs by
+float32 rounding only). With `residual=None` the second output of `rms_norm_linear` is a copy of x (the residual
+stream the next layer site adds to), so that the op's outputs never alias its inputs.
 
 All of x, weight, residual and norm_weight must share one floating dtype; weight is [N, K] as nn.Linear stores it.
 """
@@ -82,7 +86,9 @@ def rms_norm_linear_reference(
     weight: torch.Tensor,
     fp32_sum: bool,
     silu_mul: bool,
+    exact_rounding: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unfused graph; always rounds exactly as it does (`exact_rounding` is for the device kernels)."""
     check_linear("rms_norm_linear", x, weight, residual, norm_weight)
     if norm_weight.shape != x.shape[-1:] or (residual is not None and residual.shape != x.shape):
         raise ValueError(
@@ -136,9 +142,11 @@ def rms_norm_linear(
     weight: torch.Tensor,
     fp32_sum: bool = False,
     silu_mul: bool = False,
+    exact_rounding: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(linear(RMSNorm(x + residual) * norm_weight), x + residual); with silu_mul the linear is the gate_up one
-    followed by SiLU-mul; with residual None the second output is a copy of x."""
+    followed by SiLU-mul; with residual None the second output is a copy of x. exact_rounding: round as the
+    unfused graph does even where a device kernel could stream the norm (see the module docstring)."""
     return rms_norm_linear_reference(x, residual, norm_weight, eps, weight, fp32_sum, silu_mul)
 
 
@@ -151,6 +159,7 @@ def _(
     weight: torch.Tensor,
     fp32_sum: bool = False,
     silu_mul: bool = False,
+    exact_rounding: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     check_linear("rms_norm_linear", x, weight, residual, norm_weight)
     n = check_gate_up("rms_norm_linear", weight) if silu_mul else weight.shape[0]

@@ -1,26 +1,95 @@
-"""Block sizes of the decode GEMV kernels (`kernels/decode_triton.py`), per weight shape, with Hopper defaults.
+"""Block sizes of the decode GEMV kernel (`kernels/decode_triton.py`), per GEMV shape, with Hopper defaults.
 
 Why these defaults (H100 / H200, 132 SMs, ~3.35 / 4.8 TB/s): a decode GEMV is a stream of the weight, so what
 counts is enough bytes in flight on every SM, read in 16-byte coalesced pieces. A program reads a
-[block_n, block_k] tile of the weight per step (block_k = 256 bf16 = 512 bytes of each row: 32 threads x 16 bytes)
-and keeps `num_stages` tiles in flight (Triton's software pipelining of the K loop). block_n is chosen so that the
-grid has at least about two programs per SM where N allows it (a GEMV over N = 1024 rows has 64 programs at 16
-rows each: fewer SMs stream, the price of having no split-K second pass). The tile's M side is the tokens padded
-to 16 (the smallest tensor-core tile); the padding costs compute, which a memory-bound kernel has to spare.
+[block_n, block_k] tile of the weight per step (two for gate-up: the gate rows and the up rows; block_k = 256 bf16
+= 512 bytes of each row: 32 threads x 16 bytes) and keeps `num_stages` tiles in flight (Triton's software
+pipelining of the K loop). Beside the weight tile every program also reads the [tokens, block_k] slice of x (and
+of the residual, when the RMSNorm prologue adds it): from L2, since all programs read the same x, but that traffic
+grows with the tokens and with the number of programs, and at 32 tokens with a residual it was four times the
+weight's (16-row tiles; f534d05's H100 figures: the 8B qkv site three times slower than at one token). Hence:
 
-`TUNED` holds configurations measured best by `bench/decode_kernels.py --autotune` on a device, keyed by
-(N, K); it starts empty (nothing has been measured in this tree yet) and `config_for` falls back to the defaults.
-A configuration found there is meant to be copied into `TUNED` with the JSON it came from named beside it.
+- block_n: first, the largest (<= 64) that still gives about two programs per SM (a GEMV over N = 1024 rows has 64
+  programs of 16 rows each: fewer SMs stream, the price of having no split-K second pass); then doubled while the
+  x side of a step has more than twice the weight side's rows (`X_ROWS_PER_WEIGHT_ROW`) and the grid still covers
+  7/8 of the SMs (halving the x traffic is worth a few idle SMs: the 0.6B qkv site at 32 tokens, 128 programs of
+  32 rows).
+- block_k: 256 (512 bytes of a bf16 row), 128 with the RMSNorm prologue (`NORM_BLOCK_K`: registers).
+- num_warps: 8 where a step's weight tile or its x side reaches 64 x 256 elements, or with the RMSNorm prologue
+  (a thread's share of the tile stays at a few 16-byte loads and the x slice's float32 values fit its registers),
+  else 4.
+- num_stages: 3 where the K loop runs more than once, fewer when three stages of tiles would not fit the shared
+  memory budget (`SHARED_BUDGET`, below Hopper's 227 KB a block, leaving Triton room for its layout conversions).
+
+The tile's M side is the tokens padded to 16 (the smallest tensor-core tile); the padding is never loaded and costs
+compute, which a memory-bound kernel has to spare. None of these rules was measured one by one: the H100 figures
+say only which whole configurations won or lost (docs/results.md).
+
+`TUNED` holds configurations measured best by `bench/decode_kernels.py --autotune` on a device, keyed by the
+shape's `bucket()`; it starts empty (nothing has been measured in this tree yet) and `config_for` falls back to the
+defaults. A configuration found there is meant to be copied into `TUNED` with the JSON it came from named beside it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 HOPPER_SMS = 132
 MIN_BLOCK = 16  # the tensor-core tile's smallest side in Triton's tl.dot
+MAX_BLOCK_N = 64
+MAX_BLOCK_K = 256
+# The RMSNorm prologue holds the x (and residual) slice as float32 in registers: 128-wide K tiles and 8 warps keep it
+# at 64-111 registers a thread at 1-32 tokens (compiled for sm_90 by Triton 3.6: 256-wide with 4 warps took 124-255).
+NORM_BLOCK_K = 128
+WIDE_TILE = 64 * 256  # elements of a step's tile from which 8 warps share it
+# x rows per weight row of a step that f534d05 saw cost nothing: its plain GEMVs at 32 tokens on 16-row tiles ran
+# as fast as at one token (the 8B qkv weight: 21.2 against 20.8 us).
+X_ROWS_PER_WEIGHT_ROW = 2
+SHARED_BUDGET = 192 << 10  # bytes of pipelined tiles a program may hold (f534d05 ran 192 KB on the H100)
+
+
+def _next_power_of_two(value: int) -> int:
+    return 1 << max(value - 1, 0).bit_length()
+
+
+@dataclass(frozen=True)
+class GemvShape:
+    """What a launch's block sizes depend on.
+
+    n: output columns the programs split (for gate-up, I: each column reads a gate row and an up row, so
+    `rows_per_column` is 2); k: the reduction length; tokens: M; x_inputs: the [tokens, k] tensors each program
+    streams beside the weight (2 when the RMSNorm prologue adds a residual); element_size: bytes per element;
+    norm: whether the K loop also normalises x (the RMSNorm prologue).
+    """
+
+    n: int
+    k: int
+    tokens: int = 1
+    rows_per_column: int = 1
+    x_inputs: int = 1
+    element_size: int = 2
+    norm: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("n", "k", "tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GemvShape.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("rows_per_column", "x_inputs"):
+            if getattr(self, name) not in (1, 2):
+                raise ValueError(f"GemvShape.{name} must be 1 or 2, got {getattr(self, name)}")
+        if self.element_size not in (2, 4):
+            raise ValueError(f"GemvShape.element_size must be 2 or 4, got {self.element_size}")
+
+    @property
+    def block_m(self) -> int:
+        """The tokens padded to a tensor-core tile side: the kernel's BLOCK_M."""
+        return max(MIN_BLOCK, _next_power_of_two(self.tokens))
+
+    def bucket(self) -> GemvShape:
+        """The `TUNED` key: this shape with its tokens rounded up to a power of two."""
+        return replace(self, tokens=_next_power_of_two(self.tokens))
 
 
 @dataclass(frozen=True)
@@ -43,8 +112,8 @@ class DecodeConfig:
             raise ValueError(f"DecodeConfig.num_stages must be in 1..8, got {self.num_stages}")
 
 
-# Measured configurations, (N, K) -> DecodeConfig; see the module docstring.
-TUNED: Mapping[tuple[int, int], DecodeConfig] = MappingProxyType({})
+# Measured configurations, GemvShape.bucket() -> DecodeConfig; see the module docstring.
+TUNED: Mapping[GemvShape, DecodeConfig] = MappingProxyType({})
 
 
 def _power_of_two_at_most(value: int, cap: int) -> int:
@@ -54,32 +123,77 @@ def _power_of_two_at_most(value: int, cap: int) -> int:
     return block
 
 
-def default_config(n: int, k: int, sms: int = HOPPER_SMS) -> DecodeConfig:
-    """Hopper defaults for an [n, k] weight (n: the output rows each program splits; for gate-up, I)."""
-    block_n = 64
-    while block_n > MIN_BLOCK and -(-n // block_n) < 2 * sms:
+def _programs(n: int, block_n: int) -> int:
+    return -(-n // block_n)
+
+
+def _block_n(shape: GemvShape, sms: int) -> int:
+    block_n = MAX_BLOCK_N
+    while block_n > MIN_BLOCK and _programs(shape.n, block_n) < 2 * sms:
         block_n //= 2
-    block_k = _power_of_two_at_most(k, 256)
-    # Wide tiles (64 x 256) need 8 warps to keep each thread's share of the tile at 16-byte loads in flight.
-    num_warps = 8 if block_n * block_k >= 64 * 256 else 4
-    return DecodeConfig(block_n=block_n, block_k=block_k, num_warps=num_warps, num_stages=3 if k > block_k else 1)
+    x_rows = shape.tokens * shape.x_inputs
+    while (
+        block_n < MAX_BLOCK_N
+        and x_rows > X_ROWS_PER_WEIGHT_ROW * block_n * shape.rows_per_column
+        and _programs(shape.n, 2 * block_n) >= sms - sms // 8
+    ):
+        block_n *= 2
+    return block_n
 
 
-def config_for(n: int, k: int, table: Mapping[tuple[int, int], DecodeConfig] = TUNED) -> DecodeConfig:
-    """The measured configuration of this shape if `table` has one, else the Hopper default."""
-    return table.get((n, k)) or default_config(n, k)
+def stage_bytes(shape: GemvShape, block_n: int, block_k: int) -> int:
+    """Shared memory of one pipeline stage: the weight tile(s) and the x side's slices."""
+    rows = block_n * shape.rows_per_column + shape.block_m * shape.x_inputs
+    return rows * block_k * shape.element_size
 
 
-def autotune_candidates(n: int, k: int) -> list[DecodeConfig]:
+def _warps(shape: GemvShape, block_n: int, block_k: int) -> int:
+    wide = max(block_n * shape.rows_per_column, shape.block_m * shape.x_inputs) * block_k >= WIDE_TILE
+    return 8 if wide or shape.norm else 4
+
+
+def _block_k(shape: GemvShape) -> int:
+    return _power_of_two_at_most(shape.k, NORM_BLOCK_K if shape.norm else MAX_BLOCK_K)
+
+
+def _stages(shape: GemvShape, block_n: int, block_k: int, wanted: int = 3) -> int:
+    if shape.k <= block_k:
+        return 1
+    stages = wanted
+    while stages > 1 and stages * stage_bytes(shape, block_n, block_k) > SHARED_BUDGET:
+        stages -= 1
+    return stages
+
+
+def default_config(shape: GemvShape, sms: int = HOPPER_SMS) -> DecodeConfig:
+    """The Hopper defaults of the module docstring for this shape."""
+    block_n = _block_n(shape, sms)
+    block_k = _block_k(shape)
+    return DecodeConfig(block_n, block_k, _warps(shape, block_n, block_k), _stages(shape, block_n, block_k))
+
+
+def config_for(shape: GemvShape, table: Mapping[GemvShape, DecodeConfig] = TUNED) -> DecodeConfig:
+    """The measured configuration of this shape's bucket if `table` has one, else the Hopper default."""
+    return table.get(shape.bucket()) or default_config(shape)
+
+
+def autotune_candidates(shape: GemvShape) -> list[DecodeConfig]:
     """The few configurations `bench/decode_kernels.py --autotune` tries for one shape, the default first: each
-    costs a compilation, so the set is small (row blocks x K blocks, and the default one stage deeper)."""
-    default = default_config(n, k)
-    candidates = [default, DecodeConfig(default.block_n, default.block_k, default.num_warps, default.num_stages + 1)]
+    costs a compilation, so the set is small (row blocks x K blocks, the default one stage deeper and with the
+    other warp count), and none over the shared-memory budget."""
+    default = default_config(shape)
+    other_warps = 4 if default.num_warps == 8 else 8
+    candidates = [default, replace(default, num_warps=other_warps)]
+    if (
+        default.num_stages > 1
+        and (default.num_stages + 1) * stage_bytes(shape, default.block_n, default.block_k) <= SHARED_BUDGET
+    ):
+        candidates.append(replace(default, num_stages=default.num_stages + 1))
     for block_n in (16, 32, 64):
         for block_k in (128, 256):
-            if block_k > max(MIN_BLOCK, k):
+            if block_k > max(MIN_BLOCK, shape.k):
                 continue
-            config = DecodeConfig(block_n, block_k, 8 if block_n * block_k >= 64 * 256 else 4, 3)
+            config = DecodeConfig(block_n, block_k, _warps(shape, block_n, block_k), _stages(shape, block_n, block_k))
             if config not in candidates:
                 candidates.append(config)
     return candidates

@@ -1,0 +1,74 @@
+"""What the decode kernel (`kernels/decode_triton_kernel.py`) costs on a Hopper GPU, read off the compiler without
+one: Triton compiles it for sm_90 here (its wheel carries ptxas and cuobjdump) with the specialisation its JIT
+gives a real call (16-aligned pointers and sizes, one token a constant), and the cubin's resource report gives
+registers, stack (spills) and shared memory. That is how the block-size rules of `kernels/decode_tuning.py` were
+checked, and how a test keeps them free of spills; it says nothing about time.
+
+Seen this way (Triton 3.6, the H100 lane's, and 3.9, this machine's; bf16, sm_90): every load of the K loop is
+software-pipelined through shared memory (cp.async, `LDGSTS` in the SASS; none without the 16-alignment
+specialisation, which is why it is reproduced here), the products are mma.sync (`HMMA`, no wgmma at M <= 32), and
+the plain GEMV takes 40-64 registers; f534d05's fused gate-up config at 32 tokens took 255 and spilled.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from .decode_triton_kernel import decode_linear_kernel
+from .decode_tuning import DecodeConfig, GemvShape
+
+HOPPER = GPUTarget("cuda", 90, 32)
+_INTS = ("M", "N", "K", "x_stride", "res_stride", "w_stride", "add_stride", "up_offset")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """A compiled kernel's registers a thread, stack bytes a thread (spills) and shared memory bytes a program."""
+
+    registers: int
+    stack: int
+    shared: int
+
+
+def _signature(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig, dtype: str) -> ASTSource:
+    names = decode_linear_kernel.arg_names
+    ints = dict(zip(_INTS, (shape.tokens, shape.n, shape.k, shape.k, shape.k, shape.k, shape.n, shape.n), strict=True))
+    signature = {name: f"*{dtype}" if name.endswith("_ptr") else "i32" for name in names[:15]} | {"eps": "fp32"}
+    constants: dict[str, object] = {
+        **flags, "BLOCK_M": shape.block_m, "BLOCK_N": config.block_n, "BLOCK_K": min(config.block_k, shape.k),
+    }  # fmt: skip
+    if shape.tokens == 1:  # the JIT makes an int argument equal to 1 a constant
+        constants["M"] = 1
+    for name in constants:
+        signature[name] = "constexpr"
+    aligned = {
+        (index,): [["tt.divisibility", 16]]
+        for index, name in enumerate(names)
+        if signature.get(name, "").startswith("*") or (signature.get(name) == "i32" and ints[name] % 16 == 0)
+    }
+    return ASTSource(decode_linear_kernel, signature, constants, aligned)
+
+
+def hopper_resources(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig, dtype: str = "bf16") -> Resources:
+    """Compile the kernel for sm_90 with these compile-time `flags` (launch's NORM .. IEEE) and read its resources."""
+    source = _signature(shape, flags, config, dtype)
+    kernel = triton.compile(source, target=HOPPER, options={"num_warps": config.num_warps,
+                                                             "num_stages": config.num_stages})  # fmt: skip
+    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = Path(folder) / "kernel.cubin"
+        cubin.write_bytes(kernel.asm["cubin"])
+        report = subprocess.run(
+            [str(tools / "cuobjdump"), "--dump-resource-usage", str(cubin)], capture_output=True, text=True, check=True
+        ).stdout
+    found = re.search(r"REG:(\d+) STACK:(\d+)", report)
+    assert found is not None, report
+    return Resources(int(found[1]), int(found[2]), kernel.metadata.shared)
