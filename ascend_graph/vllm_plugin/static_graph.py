@@ -49,7 +49,7 @@ from ..errors import StaticInputMovedError
 from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
 from ..staging import static_set_in_use
 from ..verify import VerifyResult, compare_outputs
-from .options import options_of
+from .options import AscendGraphOptions, options_of
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
@@ -62,10 +62,10 @@ def _addresses(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, ...]
     return tuple(value.data_ptr() for value in values if isinstance(value, torch.Tensor))
 
 
-def _debug_requested(vllm_config: Any) -> bool:
+def _debug_requested(options: AscendGraphOptions) -> bool:
     """ascend_graph's `debug` option or ASCEND_GRAPH_DEBUG=1, or vLLM's own debug mode (its logger at DEBUG, which
     VLLM_LOGGING_LEVEL=DEBUG sets): where vLLM's wrapper checks input addresses at every replay."""
-    return options_of(vllm_config).debug or env_flags()["debug"] or logger.isEnabledFor(logging.DEBUG)
+    return options.debug or env_flags()["debug"] or logger.isEnabledFor(logging.DEBUG)
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:
@@ -116,10 +116,11 @@ class AscendGraphStaticWrapper:
         self.keep_cache = self.device.kind != "cpu" and bool(getattr(cudagraph_options, "gc_disable", False))
         self.captures: dict[tuple[Any, int], Capture] = {}  # by (batch descriptor, static set)
         self.addresses: dict[tuple[Any, int], tuple[int, ...]] = {}  # the inputs each capture is bound to
-        self.check_addresses = _debug_requested(vllm_config)
+        options = options_of(vllm_config)  # parsed once per wrapper, at start-up
+        self.check_addresses = _debug_requested(options)
         self.eager_descriptors: dict[Any, SizeFallback] = {}  # capture failed or came too late: served eagerly
         self.capture_sizes = tuple(vllm_config.compilation_config.cudagraph_capture_sizes or ())
-        self.verify = options_of(vllm_config).verify_requested
+        self.verify = options.verify_requested
         bump(Count.GRAPH_WRAPPERS)  # one per captured unit: 1 for whole-model graphs, one per piece otherwise
 
     def unwrap(self) -> Any:
