@@ -38,9 +38,10 @@ install() {
   PYTHONPATH=/tmp/site install_project "$AG_SITE" "$OUT/pip_install.log"
 }
 
-gpu_tests() {  # the gpu_vllm tests matching -k "$1", against the installed project and the bundle
+gpu_tests() {  # the gpu_vllm tests matching -k "$1" in file(s) $2, against the installed project and the bundle
+  # shellcheck disable=SC2086  # $2: test files, split on spaces on purpose
   (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider \
-    -k "$1" tests/vllm_plugin/test_gpu_vllm.py)
+    -k "$1" ${2:-tests/vllm_plugin/test_gpu_vllm.py})
 }
 
 case "${1:-}" in
@@ -48,16 +49,18 @@ case "${1:-}" in
   test)
     install
     # two groups side by side (each builds its own eager reference), the load test beside them when asked
-    group() { gpu_tests "$1" >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
+    group() { gpu_tests "$1" "${3:-}" >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
     group "full_and_piecewise or random_delays or churn or broken or verify" a & a=$!
+    # group c: the other gpu_vllm files (passes, bursts), each building its own eager reference
+    group "" c "$(ls tests/vllm_plugin/test_gpu_*.py | grep -v test_gpu_vllm.py | tr '\n' ' ')" & c=$!
     # group b, then the torch.compile-level GPU tests (no vLLM: backend, device, kernels, verify, graph memory)
-    { rc=0; group "test_piecewise_equals_eager or baseline or tensor_parallel" b || rc=1
+    { rc=0; group "test_piecewise_equals_eager or baseline or tensor_parallel or installed_but_not_asked_for" b || rc=1
       (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m pytest -q -m "gpu and not gpu_vllm" \
         -p no:cacheprovider tests) >"$OUT/gpu_tests.log" 2>&1 || rc=1; exit $rc; } & b=$!
     [ "${2:-}" = load ] && { bash "$0" load >"$OUT/load.log" 2>&1 & l=$!; }
-    status=0; wait $a || status=1; wait $b || status=1
+    status=0; wait $a || status=1; wait $b || status=1; wait $c || status=1
     [ -n "${l:-}" ] && { wait "$l" || status=1; tail -25 "$OUT/load.log"; }
-    for log in gpu_vllm_tests_a gpu_vllm_tests_b gpu_tests; do grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -8; done
+    for log in gpu_vllm_tests_a gpu_vllm_tests_b gpu_vllm_tests_c gpu_tests; do grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -8; done
     exit $status ;;
   quick)  # a smoke of the lane in one short call: install, then the gpu_vllm tests matching -k "$2"
     install; gpu_tests "${2:-full_and_piecewise_equals_eager and forward}" ;;
