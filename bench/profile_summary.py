@@ -183,13 +183,63 @@ def summarize(record: dict[str, Any], baseline: str = "stock", limit: int = 12) 
     return "\n\n".join(parts)
 
 
+def plot(table: list[dict[str, Any]], png: Any, title: str) -> None:
+    """Per (model, batch) one group of bars per configuration: step and GPU busy per decode step (ms, medians with
+    min-max whiskers) on the left axis, kernels per step as a marker on the right axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(row["model"], row["batch"]) for row in table})
+    configs = list(dict.fromkeys(row["config"] for row in table))
+    figure, axes = plt.subplots(1, len(groups), figsize=(max(5.0, 1.4 + 1.3 * len(configs) * len(groups)), 4.6), squeeze=False)
+    for axis, (model, batch) in zip(axes[0], groups, strict=True):
+        kernels_axis = axis.twinx()
+        for i, config in enumerate(configs):
+            row = next((r for r in table if (r["model"], r["batch"], r["config"]) == (model, batch, config)), None)
+            if row is None:
+                continue
+            for offset, key, colour in ((-0.2, "step_ms", "tab:blue"), (0.2, "busy_ms", "tab:orange")):
+                figure_ = row[key]
+                if figure_:
+                    low, high = figure_["median"] - figure_["min"], figure_["max"] - figure_["median"]
+                    axis.bar(i + offset, figure_["median"], 0.4, color=colour, yerr=[[low], [high]], capsize=3)
+            if row["kernels_per_step"]:
+                kernels_axis.plot(i, row["kernels_per_step"]["median"], "k_", markersize=18, markeredgewidth=2)
+        axis.set_xticks(range(len(configs)), configs, rotation=30, ha="right", fontsize=8)
+        axis.set(title=f"{model}, batch {batch}", ylabel="ms per decode step")
+        kernels_axis.set_ylabel("kernels per step (black)")
+        kernels_axis.set_ylim(bottom=0)
+        axis.legend(
+            handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "tab:orange")],
+            labels=["step", "GPU busy"],
+            fontsize=8,
+            loc="lower left",
+        )
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(png, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path")
     parser.add_argument("--baseline", default="stock")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--png", help="draw the rows (step, GPU busy, kernels per step) into this PNG")
     args = parser.parse_args(argv)
-    print(summarize(json.loads(Path(args.path).read_text()), args.baseline, args.top))
+    record = json.loads(Path(args.path).read_text())
+    print(summarize(record, args.baseline, args.top))
+    if args.png:
+        environment = record.get("environment", {})
+        device = environment.get("nvidia_smi", "?").split(",")[0]
+        plot(
+            rows(record, args.baseline),
+            args.png,
+            f"{device}, vLLM {environment.get('vllm')}, {environment.get('git_commit')}",
+        )
 
 
 if __name__ == "__main__":

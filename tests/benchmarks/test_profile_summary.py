@@ -92,3 +92,14 @@ def test_summary_prints_both_tables_and_the_failed_process(tmp_path: Path, capsy
     path.write_text(json.dumps(record()))
     main([str(path), "--top", "1"])
     assert "ag-forward-async" in capsys.readouterr().out
+
+
+def test_png_draws_one_panel_per_model_and_batch(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path, png = tmp_path / "profile.json", tmp_path / "profile.png"
+    path.write_text(json.dumps({**record(), "environment": {"nvidia_smi": "NVIDIA H100, 580", "vllm": "0.26.0"}}))
+    main([str(path), "--png", str(png)])
+    from matplotlib import image
+
+    height, width, _ = image.imread(png).shape
+    assert png.stat().st_size > 10_000 and width > height  # two panels (B=1, B=32) side by side
