@@ -193,7 +193,8 @@ def plot(table: list[dict[str, Any]], png: Any, title: str) -> None:
 
     groups = sorted({(row["model"], row["batch"]) for row in table})
     configs = list(dict.fromkeys(row["config"] for row in table))
-    figure, axes = plt.subplots(1, len(groups), figsize=(max(5.0, 1.4 + 1.3 * len(configs) * len(groups)), 4.6), squeeze=False)
+    width = max(5.0, 1.4 + 1.3 * len(configs) * len(groups))
+    figure, axes = plt.subplots(1, len(groups), figsize=(width, 4.6), squeeze=False)
     for axis, (model, batch) in zip(axes[0], groups, strict=True):
         kernels_axis = axis.twinx()
         for i, config in enumerate(configs):
