@@ -10,7 +10,8 @@ aborts, and its log must hold no traceback or ERROR line. One JSON with environm
 percentiles and the verdict. `--mode stock` serves the same plan with vLLM's own CLI and no plugin loaded (stock
 vLLM's graphs and async scheduling), to tell vLLM's own behaviour under load from ascend_graph's. `--mode sync-k4`
 runs bursts of 4 decode steps per host round trip (decode_steps 4, docs/multistep.md); there no request asks for
-logprobs (they would run one step per round trip), the greedy check compares texts, and the streams' tokens per
+logprobs under load (they would run one step per round trip); the greedy check compares the texts with those of
+the one-at-a-time replay, which asks for logprobs and so runs without bursts (K = 1), and the streams' tokens per
 text chunk show the bursts (one token per chunk without them).
 
     python -m bench.serve_load --out bench/results/load_cpu.json
@@ -50,8 +51,9 @@ MODE_ARGS = {  # "eager" is the baseline without graph mode, to tell vLLM's own 
     "stock": ["-cc", GRAPH_CC],  # vLLM's own server, graphs and runner: no plugin loaded
 }
 # A batch with a request that asks for logprobs runs one decode step per round trip (multistep.py): with half the
-# requests greedy and asking for them, nearly no burst would run. In these modes no request asks for logprobs and
-# the greedy check compares texts, so a mismatch cannot be explained as a near tie: every one is unexplained.
+# requests greedy and asking for them, nearly no burst would run. In these modes no request asks for logprobs under
+# load and the greedy check compares texts (with a replay that asks for them, so runs K = 1): a mismatch cannot be
+# explained as a near tie, every one is unexplained.
 NO_LOGPROBS_MODES = ("sync-k4",)
 SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0"}
 STATUSES = ("ok", "disconnected", "wrong", "lost", "server_error", "client_error", "timeout")
@@ -305,7 +307,10 @@ async def greedy_reference(port: int, plan: list[Request], outcomes: list[Outcom
     for request, outcome in zip(plan, outcomes, strict=True):
         if not request.greedy or outcome.status != "ok":
             continue
-        alone = dataclasses.replace(request, kind="chat" if request.kind in ("chat", "stream_chat") else "completion")
+        # Always with logprobs: in NO_LOGPROBS_MODES that runs the replay one decode step per round trip (no burst),
+        # so the check compares the bursts' text under load with K = 1's.
+        kind = "chat" if request.kind in ("chat", "stream_chat") else "completion"
+        alone = dataclasses.replace(request, kind=kind, logprobs=True)
         answer = await _send(client, alone)
         checked += 1
         by_tokens += bool(outcome.steps and answer.steps)
