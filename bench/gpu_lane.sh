@@ -6,7 +6,8 @@
 # On the device, calls back to back (a machine stays warm ~30 s and keeps ignored folders):
 #   1. carry [.gpuvllm/part1, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh stage
 #   2. carry [.gpuvllm/part2, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh test [load]
-#      (or, when device time is short: bash bench/gpu_lane.sh quick [TESTS], one forward-async test by default)
+#      (or, when device time is short: bash bench/gpu_lane.sh quick [TESTS], one forward-async test by default;
+#       `quick burst`: decode_steps > 1, test_gpu_multistep.py)
 #   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
 #   or, as call 2:     AG_COMMIT=<commit> bash bench/gpu_lane.sh both TESTS MODELS CONFIGS [ROUNDS]
 #                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
@@ -40,7 +41,7 @@ install() {
 
 gpu_tests() {  # the gpu_vllm tests matching -k "$1", against the installed project and the bundle
   (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider \
-    -k "$1" tests/vllm_plugin/test_gpu_vllm.py)
+    -k "$1" tests/vllm_plugin/test_gpu_vllm.py tests/vllm_plugin/test_gpu_multistep.py)
 }
 
 case "${1:-}" in
@@ -51,7 +52,7 @@ case "${1:-}" in
     group() { gpu_tests "$1" >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
     group "full_and_piecewise or random_delays or churn or broken or verify" a & a=$!
     # group b, then the torch.compile-level GPU tests (no vLLM: backend, device, kernels, verify, graph memory)
-    { rc=0; group "test_piecewise_equals_eager or baseline or tensor_parallel" b || rc=1
+    { rc=0; group "test_piecewise_equals_eager or baseline or tensor_parallel or burst" b || rc=1
       (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m pytest -q -m "gpu and not gpu_vllm" \
         -p no:cacheprovider tests) >"$OUT/gpu_tests.log" 2>&1 || rc=1; exit $rc; } & b=$!
     [ "${2:-}" = load ] && { bash "$0" load >"$OUT/load.log" 2>&1 & l=$!; }
