@@ -6,7 +6,8 @@
 # On the device, calls back to back (a machine stays warm ~30 s and keeps ignored folders):
 #   1. carry [.gpuvllm/part1, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh stage
 #   2. carry [.gpuvllm/part2, .gpuvllm/install.sh]:  bash bench/gpu_lane.sh test [load]
-#      (or, when device time is short: bash bench/gpu_lane.sh quick [TESTS], one forward-async test by default)
+#      (or, when device time is short: bash bench/gpu_lane.sh quick [TESTS], one forward-async test by default;
+#       `quick burst`: decode_steps > 1, test_gpu_multistep.py)
 #   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
 #   or, as call 2:     AG_COMMIT=<commit> bash bench/gpu_lane.sh both TESTS MODELS CONFIGS [ROUNDS]
 #                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
@@ -51,19 +52,20 @@ case "${1:-}" in
     # two groups side by side (each builds its own eager reference), the load test beside them when asked
     group() { gpu_tests "$1" "${3:-}" >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
     group "full_and_piecewise or random_delays or churn or broken or verify" a & a=$!
-    # group c: the other gpu_vllm files (passes, bursts), each building its own eager reference
-    group "" c "$(ls tests/vllm_plugin/test_gpu_*.py | grep -v test_gpu_vllm.py | tr '\n' ' ')" & c=$!
+    # groups c and d: the passes and the decode-step bursts (own files, each building its own eager reference)
+    group "" c tests/vllm_plugin/test_gpu_passes.py & c=$!
+    group "" d tests/vllm_plugin/test_gpu_multistep.py & d=$!
     # group b, then the torch.compile-level GPU tests (no vLLM: backend, device, kernels, verify, graph memory)
     { rc=0; group "test_piecewise_equals_eager or baseline or tensor_parallel or installed_but_not_asked_for" b || rc=1
       (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m pytest -q -m "gpu and not gpu_vllm" \
         -p no:cacheprovider tests) >"$OUT/gpu_tests.log" 2>&1 || rc=1; exit $rc; } & b=$!
     [ "${2:-}" = load ] && { bash "$0" load >"$OUT/load.log" 2>&1 & l=$!; }
-    status=0; wait $a || status=1; wait $b || status=1; wait $c || status=1
+    status=0; wait $a || status=1; wait $b || status=1; wait $c || status=1; wait $d || status=1
     [ -n "${l:-}" ] && { wait "$l" || status=1; tail -25 "$OUT/load.log"; }
-    for log in gpu_vllm_tests_a gpu_vllm_tests_b gpu_vllm_tests_c gpu_tests; do grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -8; done
+    for log in gpu_vllm_tests_a gpu_vllm_tests_b gpu_vllm_tests_c gpu_vllm_tests_d gpu_tests; do grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -8; done
     exit $status ;;
-  quick)  # a smoke of the lane in one short call: install, then the gpu_vllm tests matching -k "$2"
-    install; gpu_tests "${2:-full_and_piecewise_equals_eager and forward}" ;;
+  quick)  # a smoke of the lane in one short call: install, then the gpu_vllm tests matching -k "$2" in every file
+    install; gpu_tests "${2:-full_and_piecewise_equals_eager and forward}" "$(ls tests/vllm_plugin/test_gpu_*.py | tr '\n' ' ')" ;;
   both)
     install
     rm -f /tmp/ag-tests-done

@@ -3,7 +3,9 @@ Run by `bench/gpu_lane.sh profile [MODELS [CONFIGS [BATCHES [REPEATS]]]]` on the
 
 Per model shape, configuration and batch: the decode step time of offline `LLM()` ((time for N tokens - time for
 1) / (N - 1): per output token, also where one engine step makes several), kernels and GPU busy time per decode step
-(torch.profiler, CUDA activity, difference of two runs: bench/profile_trace.py), capture time and graph memory (the
+(torch.profiler, CUDA activity, difference of two runs: bench/profile_trace.py; divided by the output tokens the
+longer run made in addition, so per token too: with decode_steps K, as in ag-sync-k4, one engine step runs up to
+K decode steps, each one forward per request), capture time and graph memory (the
 runners' capture_model timed in the process, the same for every configuration), and the kernels that take the step's
 GPU time. Every configuration runs in its own process with the engine in that process (bench/profile_child.py),
 several processes per configuration, interleaved (stock, A, B, stock, A, B, ...): host speed differs between

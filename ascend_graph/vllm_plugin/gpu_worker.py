@@ -1,4 +1,5 @@
-"""vLLM's GPU worker with the ascend_graph model runner (graph mode "sync" or "forward-async" on CUDA)."""
+"""vLLM's GPU worker with the ascend_graph model runner (graph mode "sync" or "forward-async" on CUDA; bursts of
+decode steps with decode_steps > 1, gpu_burst.py)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,4 @@ class AscendGraphGPUWorker(Worker):
         self.model_runner.__class__ = AscendGraphGPUModelRunner
         options = options_of(self.vllm_config)
         self.model_runner.setup_ascend_graph(options.mode, options.verify_requested)
+        self.model_runner.setup_bursts(options.decode_steps)

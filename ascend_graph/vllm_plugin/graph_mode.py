@@ -107,7 +107,12 @@ def check_forward_async_supported(vllm_config: Any) -> None:
 
 
 def configure_host_graph_mode(
-    vllm_config: Any, options: AscendGraphOptions, host: str, logger: Any, own_runner: bool = True
+    vllm_config: Any,
+    options: AscendGraphOptions,
+    host: str,
+    logger: Any,
+    own_runner: bool = True,
+    runs_decode_steps: bool = False,
 ) -> None:
     """CUDA and Ascend, after the host platform's own config hook, for a user who asked for ascend_graph: it
     compiles every piece (its fusion passes, then the lowering); the step structure is vLLM's async scheduling as
@@ -115,14 +120,17 @@ def configure_host_graph_mode(
     step N runs and sampled tokens stay on the device; `resolve_mode` refuses a contradiction). Who captures and
     replays is `graph_runner`'s choice, applied by the platform: ascend_graph's own wrapper and worker, or the
     host's (vLLM's CUDAGraphWrapper and runner, vllm-ascend's ACLGraphWrapper). `own_runner` False: ascend_graph's
-    own runner does not run on this host's configuration (Ascend without vllm-ascend's Model Runner V2)."""
-    if options.decode_steps > 1:  # refused before anything changes, eager or not: the user must not be misled
+    own runner does not run on this host's configuration (Ascend without vllm-ascend's Model Runner V2).
+    `runs_decode_steps` False: decode_steps > 1 is refused on this host (not built there)."""
+    if options.decode_steps > 1 and not runs_decode_steps:  # refused before anything changes, eager or not
         raise ValueError(
-            f"additional_config.ascend_graph.decode_steps={options.decode_steps} runs on the CPU lane only so far "
-            f"(not on {host}: docs/multistep.md); allowed here is 1"
+            f"additional_config.ascend_graph.decode_steps={options.decode_steps} runs on the CPU and CUDA lanes "
+            f"only so far (not on {host}: docs/multistep.md); allowed here is 1"
         )
     if eager_requested(vllm_config):
         logger.info("ascend_graph on %s: graph mode off (eager requested)", host)
+        if options.decode_steps > 1:
+            logger.warning("ascend_graph: decode_steps needs graph mode (ascend_graph's runner); ignored")
         return
     vllm_config.compilation_config.backend = BACKEND  # not vLLM's own name: vLLM asks get_compile_backend()
     if options.forward_async:

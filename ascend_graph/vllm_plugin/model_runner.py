@@ -59,7 +59,8 @@ from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from ..counters import Count, bump, counters
 from ..device.cpu import CPU_DEVICE, CpuEvent
 from ..staging import SetRing, using_static_set
-from .multistep import burst_plan, run_burst
+from .cpu_burst import run_burst
+from .multistep import burst_plan
 from .static_graph import AscendGraphStaticWrapper
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.

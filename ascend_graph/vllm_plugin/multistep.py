@@ -13,11 +13,12 @@ Two halves, each built on vLLM's own interfaces:
   request, accounts the n - 1 tokens whose KV the burst computed. Appending the tokens, the per-token stop checks
   (EOS, stop token ids, max_tokens, max_model_len) and dropping the tokens after a stop are vLLM's own
   (`_update_request_with_output`, as for speculative decoding); stop strings are matched per token by the front
-  end's detokenizer, which drops the tokens after the match and aborts the request in the engine core.
-- `run_burst` (called by the CPU lane's runner, model_runner.py) runs the K - 1 further steps of a burst with
-  vLLM's own input preparation and sampler, each from a scheduler output it derives from the previous step (one
-  more computed token per request, no new blocks): the same computation as K steps of K = 1, hence the same
-  tokens, seeds and penalties included.
+  end's detokenizer, which drops the tokens after the match and aborts the request in the engine core (from vLLM
+  0.32; before, requests with stop strings run with K = 1: `stop_strings_trimmed`).
+- The runner runs the burst: on the CPU lane `cpu_burst.run_burst` (each further step through vLLM's own input
+  preparation and sampler, from a scheduler output derived on the host), on CUDA `gpu_burst.BurstRunner` (each
+  further step from the device state that vLLM's Model Runner V2 advanced, no host read inside the burst). Both
+  count through `count_burst`.
 
 A step runs with K = 1 (counted, its reason logged once) when it prefills, when speculative decoding, structured
 output or logprobs are in the batch. Bursts shorten (counted as cut short) to the most tokens any request can
@@ -34,17 +35,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
+import vllm
 from vllm.logger import init_logger
-from vllm.v1.core.sched.output import CachedRequestData, SchedulerOutput
+from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.core.sched.utils import check_stop
 
 from ..counters import Count, bump
 from .options import options_of
+from .versions import parse
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.
 logger = init_logger("vllm." + __name__)
@@ -73,7 +74,15 @@ def unsafe_knobs() -> dict[str, bool]:
     }
 
 
-def single_step_reason(request: Any) -> str | None:
+def stop_strings_trimmed(version: str) -> bool:
+    """Whether this vLLM's front end drops the token ids after a stop-string match (docs/multistep.md): 0.32 does
+    (`BaseIncrementalDetokenizer.update`, `OutputProcessor._trim_surplus_tokens`), 0.26 keeps every token id of
+    the step, so a burst would return token ids that K = 1 never produces. Versions between are unchecked and
+    treated as 0.26."""
+    return parse(version)[:2] >= (0, 32)
+
+
+def single_step_reason(request: Any, trims_stop_strings: bool = True) -> str | None:
     """Why a request's steps need the host after every token (run with K = 1), or None."""
     if request.pooling_params is not None or request.sampling_params is None:
         return "pooling"
@@ -82,6 +91,8 @@ def single_step_reason(request: Any) -> str | None:
         return "logprobs"
     if params.structured_outputs is not None:
         return "structured output"
+    if params.stop and not trims_stop_strings:
+        return "stop strings (this vLLM keeps token ids past a match)"
     return None
 
 
@@ -94,6 +105,7 @@ class MultiStepScheduler(Scheduler):
         # Every step allocates the slots of the K - 1 tokens a burst feeds back, as vLLM allocates draft slots.
         self.num_lookahead_tokens += self.decode_steps - 1
         self.ignores_stop = unsafe_knobs()["ignores_stop"]
+        self.trims_stop_strings = stop_strings_trimmed(getattr(vllm, "__version__", "0"))
         self._reasons_logged: set[str] = set()
         logger.info("ascend_graph: up to %d decode steps per host round trip", self.decode_steps)
         if self.ignores_stop:
@@ -137,7 +149,7 @@ class MultiStepScheduler(Scheduler):
             request = self.requests[req_id]
             if num_tokens != 1 or request.is_prefill_chunk:
                 return "prefill"
-            reason = single_step_reason(request)
+            reason = single_step_reason(request, self.trims_stop_strings)
             if reason is not None:
                 return reason
         return None
@@ -156,115 +168,17 @@ class MultiStepScheduler(Scheduler):
                 request.num_computed_tokens += max(len(sampled[index]) - 1, 0)
         return super().update_from_output(scheduler_output, model_runner_output)
 
-    def _update_request_with_output(self, request: Any, new_token_ids: list[int], is_stale: bool = False) -> Any:
+    def _update_request_with_output(self, request: Any, new_token_ids: list[int], *args: Any, **kwargs: Any) -> Any:
+        # vLLM 0.32 passes is_stale (async scheduling), 0.26 does not: whatever comes passes through.
         if not self.ignores_stop or len(new_token_ids) < 2:
-            return super()._update_request_with_output(request, new_token_ids, is_stale)
+            return super()._update_request_with_output(request, new_token_ids, *args, **kwargs)
         # The broken variant: every token of the burst is kept, stop checked once after the last.
         for token in new_token_ids:
             request.append_output_token_ids(token)
         return new_token_ids, check_stop(request, self.max_model_len)
 
 
-def next_step_output(runner: Any, previous: SchedulerOutput) -> SchedulerOutput:
-    """The scheduler output of a burst's next step: the same requests, one more computed token each (the token
-    the previous step sampled is this step's input), no new blocks (allocated before the burst), nothing else."""
-    req_ids = list(previous.num_scheduled_tokens)
-    states = [runner.requests[req_id] for req_id in req_ids]
-    cached = CachedRequestData(
-        req_ids=req_ids,
-        resumed_req_ids=set(),
-        new_token_ids=[],
-        all_token_ids={},
-        new_block_ids=[None] * len(req_ids),
-        num_computed_tokens=[state.num_computed_tokens + 1 for state in states],
-        num_output_tokens=[len(state.output_token_ids) for state in states],
-    )
-    return SchedulerOutput(
-        scheduled_new_reqs=[],
-        scheduled_cached_reqs=cached,
-        num_scheduled_tokens=dict.fromkeys(req_ids, 1),
-        total_num_scheduled_tokens=len(req_ids),
-        scheduled_spec_decode_tokens={},
-        scheduled_encoder_inputs={},
-        finished_req_ids=set(),
-        free_encoder_mm_hashes=[],
-        num_common_prefix_blocks=list(previous.num_common_prefix_blocks),
-    )
-
-
-def all_stopped(runner: Any, req_ids: list[str]) -> bool:
-    """True when every request of the burst has certainly stopped (max_tokens, or a stop token with no
-    min_tokens): further steps would only be dropped. Stop strings are the front end's, never assumed here."""
-    for req_id in req_ids:
-        state = runner.requests[req_id]
-        params = state.sampling_params
-        tokens = state.output_token_ids
-        if len(tokens) >= params.max_tokens:
-            continue
-        stops = set(params.stop_token_ids or ())
-        if params.eos_token_id is not None:  # None with ignore_eos
-            stops.add(params.eos_token_id)
-        if tokens and tokens[-1] in stops and not params.min_tokens:
-            continue
-        return False
-    return True
-
-
-def run_burst(
-    runner: Any,
-    scheduler_output: SchedulerOutput,
-    first_output: Any,
-    step: Callable[[SchedulerOutput], Any],
-    device_ms: Callable[[], float],
-) -> Any:
-    """The rest of a burst after its first step (`first_output`, vLLM's output of that step): `step` runs one more
-    decode step (vLLM's execute_model and sample_tokens) and returns its output; the tokens of every step are
-    joined per request into `first_output`. `device_ms` reads the device time the runner measured so far."""
-    plan = burst_plan(scheduler_output)
-    assert plan is not None and plan.steps > 1
-    req_ids = list(scheduler_output.num_scheduled_tokens)
-    tokens = {req_id: list(first_output.sampled_token_ids[first_output.req_id_to_index[req_id]]) for req_id in req_ids}
-    previous, done, reason = scheduler_output, 1, plan.reason
-    start, device_start = time.perf_counter(), device_ms()
-    while done < plan.steps:
-        if all_stopped(runner, req_ids):
-            reason = "all requests stopped"
-            break
-        previous = next_step_output(runner, previous)
-        output, error = _further_step(runner, req_ids, previous, step)
-        if output is None:
-            reason = error
-            break
-        for req_id in req_ids:
-            tokens[req_id].extend(output.sampled_token_ids[output.req_id_to_index[req_id]])
-        done += 1
-    device = device_ms() - device_start
-    host = (time.perf_counter() - start) * 1e3 - device
-    _count_burst(done, runner.ag.decode_steps, reason, host, device, runner.ag.reasons_logged)
-    first_output.sampled_token_ids = [tokens[req_id] for req_id in first_output.req_ids]
-    return first_output
-
-
-def _further_step(
-    runner: Any, req_ids: list[str], inner: SchedulerOutput, step: Callable[[SchedulerOutput], Any]
-) -> tuple[Any, str | None]:
-    """One further step of a burst: its output, or None and why. A step that raises ends the burst with the tokens
-    so far (logged once per error type): the next scheduler output carries the computed and output token counts,
-    which resynchronise the runner's state."""
-    if unsafe_knobs()["stale_input"]:
-        _unfeed_last_tokens(runner, req_ids)
-    try:
-        return step(inner), None
-    except Exception as error:  # noqa: BLE001 - graph mode does not fail a user's request for its own reasons
-        runner.execute_model_state = None  # a step that raised between execute and sample
-        reason = f"a decode step raised {type(error).__name__}"
-        if reason not in runner.ag.reasons_logged:
-            runner.ag.reasons_logged.add(reason)
-            logger.warning("ascend_graph: a burst ends early (counted as cut short): %r", error)
-        return None, reason
-
-
-def _count_burst(
+def count_burst(
     done: int, decode_steps: int, reason: str | None, host_ms: float, device_ms: float, logged: set[str]
 ) -> None:
     """The counters of one burst (host and device time are those of its further steps); the first burst cut short
@@ -280,13 +194,3 @@ def _count_burst(
             logger.info(
                 "ascend_graph: a burst cut short to %d of %d steps: %s (logged once)", done, decode_steps, reason
             )
-
-
-def _unfeed_last_tokens(runner: Any, req_ids: list[str]) -> None:
-    """The broken variant ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT: the next step reads the previous input token where
-    the sampled one should be (the returned tokens and the penalties' history keep the sampled one)."""
-    batch = runner.input_batch
-    for req_id in req_ids:
-        index = batch.req_id_to_index[req_id]
-        end = int(batch.num_tokens_no_spec[index])
-        batch.token_ids_cpu[index, end - 1] = batch.token_ids_cpu[index, end - 2]

@@ -21,6 +21,17 @@ def test_named_configs_have_a_row_per_pass_and_ag_noopts_has_no_options() -> Non
     assert [TABLE[n].plugin_expected() for n in ("stock", "ag-noopts", "ag-forward-async")] == [False, None, True]
 
 
+def test_decode_steps_configs_run_sync_without_async_scheduling() -> None:
+    """ag-sync-k4 / -k8 (issue 25): the options the CUDA platform accepts for decode_steps > 1 (mode "sync" with
+    vLLM's async scheduling off, as the user passes it), checked by the project's own parser; ag-sync is K = 1."""
+    from ascend_graph.vllm_plugin.options import AscendGraphOptions
+
+    for name, steps in (("ag-sync", 1), ("ag-sync-k4", 4), ("ag-sync-k8", 8)):
+        args = TABLE[name].llm_args
+        options = AscendGraphOptions.parse(args["additional_config"])
+        assert (options.mode, options.decode_steps, args["async_scheduling"]) == ("sync", steps, False), name
+
+
 def test_split_specs_keeps_json_commas_inside_braces() -> None:
     text = 'stock, fa4=ag:{"mode": "forward-async", "passes": ["a", "b"]},ag-sync'
     assert split_specs(text) == ["stock", 'fa4=ag:{"mode": "forward-async", "passes": ["a", "b"]}', "ag-sync"]

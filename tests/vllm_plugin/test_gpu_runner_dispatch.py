@@ -44,6 +44,7 @@ def test_a_failed_full_size_goes_to_the_next_candidate(pieces: bool) -> None:
     assert manager.dispatch(3, 3, 1, num_active_loras=0) == FULL_4  # padded 3 -> 4, FULL decode graph
     manager.ag_eager[FULL_4] = capture_failure(4, (1, 2, 4), RuntimeError("out of memory"))
     desc = manager.dispatch(3, 3, 1, num_active_loras=0)
+    assert manager.ag_last_desc == desc  # what a burst's further steps replay (gpu_burst.py)
     if pieces:
         assert desc == PIECES_4  # the mixed-batch pieces of size 4 serve it
     else:

@@ -257,7 +257,9 @@ def test_decode_steps_refuses_forward_async_and_sets_the_scheduler() -> None:
     assert vllm_config.scheduler_config.async_scheduling is False
 
 
-def _plan(requests: dict[str, Any], waiting: int = 0, decode_steps: int = 8, **output: Any) -> Any:
+def _plan(
+    requests: dict[str, Any], waiting: int = 0, decode_steps: int = 8, trims_stop_strings: bool = True, **output: Any
+) -> Any:
     """MultiStepScheduler's plan for one scheduler output, over stand-ins for vLLM's requests and scheduler."""
     from types import SimpleNamespace
 
@@ -269,6 +271,7 @@ def _plan(requests: dict[str, Any], waiting: int = 0, decode_steps: int = 8, **o
         max_model_len=256,
         get_request_counts=lambda: (len(requests), waiting),
         _reasons_logged=set(),
+        trims_stop_strings=trims_stop_strings,
     )
     scheduler._single_step_reason = MultiStepScheduler._single_step_reason.__get__(scheduler)
     fields = {
@@ -281,10 +284,10 @@ def _plan(requests: dict[str, Any], waiting: int = 0, decode_steps: int = 8, **o
     return MultiStepScheduler._plan(scheduler, SimpleNamespace(**{**fields, **output}))
 
 
-def _request(num_tokens: int = 20, left: int = 30, logprobs: int | None = None) -> Any:
+def _request(num_tokens: int = 20, left: int = 30, logprobs: int | None = None, stop: list[str] | None = None) -> Any:
     from types import SimpleNamespace
 
-    params = SimpleNamespace(logprobs=logprobs, prompt_logprobs=None, structured_outputs=None)
+    params = SimpleNamespace(logprobs=logprobs, prompt_logprobs=None, structured_outputs=None, stop=stop or [])
     return SimpleNamespace(
         num_tokens=num_tokens,
         max_tokens=left + 5,
@@ -312,3 +315,16 @@ def test_burst_plan_lengths_and_reasons() -> None:
     assert _plan({"a": _request()}, scheduled_spec_decode_tokens={"a": [1]}) == BurstPlan(1, "speculative decoding")
     assert _plan({"a": _request()}, has_structured_output_requests=True) == BurstPlan(1, "structured output")
     assert _plan({}, total_num_scheduled_tokens=0) == BurstPlan(1, "empty step")
+
+
+def test_stop_strings_run_one_step_where_the_front_end_keeps_token_ids_past_a_match() -> None:
+    """vLLM 0.26's detokenizer keeps every token id of a step past a stop-string match (0.32's drops them): there
+    a request with stop strings must run with K = 1 or its token ids would differ from K = 1 (docs/multistep.md)."""
+    from ascend_graph.vllm_plugin.multistep import BurstPlan, stop_strings_trimmed
+
+    assert not stop_strings_trimmed("0.26.0") and stop_strings_trimmed("0.32.0+cpu") and stop_strings_trimmed("0.34.1")
+    requests = {"a": _request(), "b": _request(stop=["ab"])}
+    reason = "stop strings (this vLLM keeps token ids past a match)"
+    assert _plan(requests, trims_stop_strings=False) == BurstPlan(1, reason)
+    assert _plan(requests, trims_stop_strings=True) == BurstPlan(8)
+    assert _plan({"a": _request()}, trims_stop_strings=False) == BurstPlan(8)

@@ -120,8 +120,8 @@ def test_host_graph_mode_follows_vllms_async_scheduling_and_refuses_a_contradict
     configure_host_graph_mode(eager, resolved_options(eager, current_platform, True), "t", log)
     assert (eager.compilation_config.backend, eager.scheduler_config.async_scheduling) == (backend, True)
 
-    config = _asking(_config(model_dir), {"decode_steps": 4}, True)  # CPU lane only so far (issue 25)
-    with pytest.raises(ValueError, match=r"decode_steps=4 runs on the CPU lane only so far \(not on t: .*1"):
+    config = _asking(_config(model_dir), {"decode_steps": 4}, True)  # not on a host that does not run it (Ascend)
+    with pytest.raises(ValueError, match=r"decode_steps=4 runs on the CPU and CUDA lanes only so far \(not on t: .*1"):
         configure_host_graph_mode(config, resolved_options(config, current_platform, True), "t", log)
 
     config = _asking(_config(model_dir), {"mode": "forward-async"}, True)
@@ -229,6 +229,60 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
     else:
         platform.check_and_update_config(config)
         assert _HostPlatform.calls == ["host hook"] * 2
+
+
+def test_cuda_decode_steps_runs_without_async_scheduling_and_refuses_what_bursts_cannot_serve(
+    monkeypatch: pytest.MonkeyPatch, model_dir: Path
+) -> None:
+    """decode_steps > 1 on CUDA (stand-in host): ascend_graph's scheduler with vLLM's async scheduling off, as the
+    user set it; with it on (vLLM's default) refused naming the flag, never changed; what a burst cannot serve is
+    refused naming the setting; eager runs ignore it. Ascend refuses it (not built there)."""
+    platform = _stand_in_platform(
+        monkeypatch, "platform_cuda", "vllm.platforms.cuda", "CudaPlatform", "AscendGraphCudaPlatform"
+    )
+    scheduler = "ascend_graph.vllm_plugin.multistep.MultiStepScheduler"
+
+    def configured(section: dict[str, Any], overlap: bool, **engine_args: Any) -> Any:
+        config = _asking(_config(model_dir, **engine_args), {"decode_steps": 4, **section}, overlap)
+        config.parallel_config.worker_cls = "auto"
+        config.scheduler_config.scheduler_cls = None  # as a CUDA host leaves it
+        return config
+
+    config = configured({}, False)
+    platform.check_and_update_config(config)
+    assert config.scheduler_config.scheduler_cls == scheduler and config.scheduler_config.async_scheduling is False
+    assert config.additional_config["ascend_graph"]["mode"] == "sync"
+    assert config.parallel_config.worker_cls == "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
+
+    for section, overlap, problem in (
+        ({}, True, r"async scheduling, which is on here .*pass --no-async-scheduling \(async_scheduling=False\)"),
+        ({"mode": "sync"}, True, r"mode='sync' runs without vLLM's async scheduling.*--no-async-scheduling"),
+        ({"graph_runner": "vllm"}, False, r"graph_runner 'vllm' \(bursts run in ascend_graph's runner\)"),
+    ):
+        config = configured(section, overlap)
+        with pytest.raises(ValueError, match=problem):
+            platform.check_and_update_config(config)
+        assert config.scheduler_config.async_scheduling is overlap and config.scheduler_config.scheduler_cls is None
+    for setting, problem in (
+        (("parallel_config", "pipeline_parallel_size", 2), r"pipeline parallelism \(pipeline_parallel_size > 1\)"),
+        (("parallel_config", "data_parallel_size", 2), r"data parallelism \(data_parallel_size > 1\)"),
+        (("scheduler_config", "scheduler_cls", "my.Scheduler"), r"another scheduler_cls \('my.Scheduler'\)"),
+    ):
+        config = configured({}, False)
+        part, name, value = setting
+        setattr(getattr(config, part), name, value)
+        with pytest.raises(ValueError, match=r"decode_steps > 1 does not support " + problem):
+            platform.check_and_update_config(config)
+
+    eager = configured({}, True, enforce_eager=True)  # no graph mode, no bursts: ignored (logged), nothing changed
+    platform.check_and_update_config(eager)
+    assert eager.scheduler_config.scheduler_cls is None and eager.scheduler_config.async_scheduling is True
+
+    npu = _stand_in_platform(
+        monkeypatch, "platform_npu", "vllm_ascend.platform", "NPUPlatform", "AscendGraphNpuPlatform"
+    )
+    with pytest.raises(ValueError, match=r"decode_steps=4 runs on the CPU and CUDA lanes only so far \(not on Ascend"):
+        npu.check_and_update_config(configured({}, False))
 
 
 def test_host_lowering_compiles_with_the_host_platforms_own_compiler(
