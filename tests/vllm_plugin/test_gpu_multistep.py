@@ -29,7 +29,7 @@ torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU and vLLM for CUDA (the GPU lane: bench/gpu_lane.sh)", allow_module_level=True)
 
-from .test_gpu_vllm import FULL_AND_PIECEWISE, model_dir  # noqa: E402, F401 - the lane's fixture, environment
+from .test_gpu_vllm import ENGINE, FULL_AND_PIECEWISE, model_dir  # noqa: E402, F401 - the lane's fixture, environment
 from .test_llm_graph_mode import MAX_TOKENS, PROMPTS  # noqa: E402
 
 pytestmark = pytest.mark.gpu_vllm
@@ -66,17 +66,8 @@ def run(path: Path, decode_steps: int | None, **engine_args: Any) -> tuple[list[
     else:
         engine_args["compilation_config"] = FULL_AND_PIECEWISE
         engine_args["additional_config"] = {"ascend_graph": {"mode": "sync", "decode_steps": decode_steps}}
-    llm = LLM(
-        model=str(path),
-        max_model_len=256,
-        dtype="float32",
-        seed=0,
-        kv_cache_memory_bytes=1 << 30,
-        gpu_memory_utilization=0.1,
-        attention_config={"backend": "TRITON_ATTN"},
-        async_scheduling=False,  # decode_steps > 1 runs vLLM's synchronous step loop, as the user sets it
-        **engine_args,
-    )
+    # decode_steps > 1 runs vLLM's synchronous step loop, as the user sets it
+    llm = LLM(model=str(path), **{**ENGINE, "async_scheduling": False, **engine_args})
     outputs = llm.generate(PROMPTS, _params())
     (counts,) = llm.collective_rpc(worker_counters)
     tokens = [list(output.outputs[0].token_ids) for output in outputs]

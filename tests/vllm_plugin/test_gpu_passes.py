@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_gpu_vllm import FULL_AND_PIECEWISE, _check, generate
+from .test_gpu_vllm import ENGINE, FULL_AND_PIECEWISE, _check, generate
 
 pytestmark = pytest.mark.gpu_vllm
 
@@ -63,18 +63,13 @@ def first_decode_logprobs(shape_dir: Path, **engine_args: object) -> tuple[list[
 
     from ascend_graph.vllm_plugin import worker_counters
 
-    llm = LLM(
-        model=str(shape_dir),
-        load_format="dummy",
-        max_model_len=512,
-        dtype="bfloat16",
-        seed=0,
-        kv_cache_memory_bytes=1 << 30,
-        gpu_memory_utilization=0.1,
-        attention_config={"backend": "TRITON_ATTN"},
-        compilation_config=FULL_AND_PIECEWISE,
-        **engine_args,
-    )
+    shape = {
+        "load_format": "dummy",
+        "max_model_len": 512,
+        "dtype": "bfloat16",
+        "compilation_config": FULL_AND_PIECEWISE,
+    }
+    llm = LLM(model=str(shape_dir), **{**ENGINE, **shape, **engine_args})
     assert llm.collective_rpc(realistic_weights)[0] > 0
     prompts = [{"prompt_token_ids": [(7 * i + 13 * j) % 2000 + 2 for j in range(16 + 24 * i)]} for i in range(4)]
     params = SamplingParams(max_tokens=2, temperature=0, ignore_eos=True, logprobs=TOP)

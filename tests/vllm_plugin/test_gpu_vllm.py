@@ -35,6 +35,14 @@ os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
 from .test_llm_graph_mode import MAX_TOKENS, PROMPTS  # noqa: E402 - the CPU lane's prompts, shared
 
 SIZES = [1, 2, 4, 8]
+ENGINE = {  # LLM() arguments of every GPU-lane run (the files beside this one take them too)
+    "max_model_len": 256,
+    "dtype": "float32",
+    "seed": 0,
+    "kv_cache_memory_bytes": 1 << 30,
+    "gpu_memory_utilization": 0.1,  # vLLM's free-memory check only (KV set in bytes): the lane runs tests side by side
+    "attention_config": {"backend": "TRITON_ATTN"},
+}
 FULL_AND_PIECEWISE = {"cudagraph_mode": "FULL_AND_PIECEWISE", "cudagraph_capture_sizes": SIZES}
 PIECEWISE = {"cudagraph_mode": "PIECEWISE", "cudagraph_capture_sizes": SIZES}
 
@@ -51,16 +59,7 @@ def generate_all(model_dir: Path, **engine_args: object) -> tuple[list[list[int]
 
     from ascend_graph.vllm_plugin import worker_counters, worker_graphs, worker_platform
 
-    llm = LLM(
-        model=str(model_dir),
-        max_model_len=256,
-        dtype="float32",
-        seed=0,
-        kv_cache_memory_bytes=1 << 30,
-        gpu_memory_utilization=0.1,  # vLLM's free-memory check only (KV set in bytes): the lane runs tests side by side
-        attention_config={"backend": "TRITON_ATTN"},
-        **engine_args,
-    )
+    llm = LLM(model=str(model_dir), **{**ENGINE, **engine_args})
     params = [SamplingParams(max_tokens=n, temperature=0, ignore_eos=True) for n in MAX_TOKENS]
     outputs = llm.generate(PROMPTS, params)
     counts = llm.collective_rpc(worker_counters)
