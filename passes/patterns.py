@@ -44,11 +44,13 @@ class PatternPass:
         forms: Sequence[tuple[Callable[..., Any], Callable[..., Any]]],
         example_inputs: Callable[[torch.dtype], list[Any]],
         scalars: dict[str, float] | None = None,
+        extra_check: Callable[[Any], bool] | None = None,
     ) -> None:
         self.name = name
         self.forms = forms
         self.example_inputs = example_inputs
         self.scalars = scalars or {}
+        self.extra_check = extra_check  # register_replacement's: a match is replaced only where it returns True
         self._matcher: PatternMatcherPass | None = None
 
     @classmethod
@@ -57,9 +59,10 @@ class PatternPass:
         name: str,
         forms: Sequence[tuple[Callable[..., Any], Callable[..., Any]]],
         example_inputs: Callable[[torch.dtype], list[Any]],
+        extra_check: Callable[[Any], bool] | None = None,
     ) -> PatternPass:
         """A pass whose forms take the norm's eps last (matched as any value)."""
-        return cls(name, forms, example_inputs, {"eps": EPS_PLACEHOLDER})
+        return cls(name, forms, example_inputs, {"eps": EPS_PLACEHOLDER}, extra_check)
 
     def _build(self) -> PatternMatcherPass:
         matcher = PatternMatcherPass(pass_name=f"ascend_graph_{self.name}")
@@ -71,8 +74,9 @@ class PatternPass:
                 if key in seen:
                     continue
                 seen.add(key)
+                checks = {} if self.extra_check is None else {"extra_check": self.extra_check}
                 register_replacement(
-                    search, replace, inputs, trace_pattern, matcher, scalar_workaround=dict(self.scalars)
+                    search, replace, inputs, trace_pattern, matcher, scalar_workaround=dict(self.scalars), **checks
                 )
         return matcher
 
