@@ -25,11 +25,17 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from .decode_ops import decode_gate_up_silu, decode_linear, rms_norm_linear
-from .decode_qkv_rope import rms_norm_qkv_rope
-from .norm import add_rms_norm, rms_norm
-from .rope import rms_norm_rope
-from .swiglu import silu_and_mul
+# This folder is also importable as a top-level `kernels` wherever a checkout's root is on sys.path (pytest puts it
+# there), and transformers imports `kernels` to probe for the Hugging Face package of that name. Imported so, it
+# registers nothing: a second registration of the ascend_graph ops replaces the operator objects that graphs and
+# passes already hold (seen: the decode_gemv pass matched nothing after transformers' probe).
+AS_INSTALLED = __name__ == "ascend_graph.kernels"
+if AS_INSTALLED:
+    from .decode_ops import decode_gate_up_silu, decode_linear, rms_norm_linear
+    from .decode_qkv_rope import rms_norm_qkv_rope
+    from .norm import add_rms_norm, rms_norm
+    from .rope import rms_norm_rope
+    from .swiglu import silu_and_mul
 
 logger = logging.getLogger(__name__)
 
@@ -70,4 +76,5 @@ def _register_device_kernels() -> None:
         DEVICE_KERNELS["npu"] = "torch_npu (unverified)"
 
 
-_register_device_kernels()
+if AS_INSTALLED:
+    _register_device_kernels()
