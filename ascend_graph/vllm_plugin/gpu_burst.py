@@ -185,7 +185,16 @@ class BurstRunner:
             buffers.positions,
             buffers.seq_lens,
         )
-        logits_indices = combine_sampled_and_draft_tokens(
+        logits_indices = self._combine_tokens(previous)
+        if stale is not None:
+            buffers.input_ids[:num_reqs].copy_(stale)  # the broken variant: the sampled token is not fed back
+        batch = self._further_batch(previous, logits_indices)
+        return batch, self._forward(batch, desc)
+
+    def _combine_tokens(self, previous: InputBatch) -> torch.Tensor:
+        """vLLM's kernel: the next step's input ids from the tokens just sampled; returns the logits indices."""
+        buffers, states = self.input_buffers, self.req_states  # type: ignore[attr-defined]
+        return combine_sampled_and_draft_tokens(
             buffers.input_ids,
             previous.idx_mapping,
             states.last_sampled_tokens,
@@ -194,20 +203,21 @@ class BurstRunner:
             states.prefill_len.gpu,
             states.draft_tokens,
             previous.cu_num_logits,
-            num_reqs,
+            previous.num_reqs,
             self.model_state.num_new_sampled_tokens_per_step,  # type: ignore[attr-defined]
         )
-        if stale is not None:
-            buffers.input_ids[:num_reqs].copy_(stale)  # the broken variant: the sampled token is not fed back
+
+    def _further_batch(self, previous: InputBatch, logits_indices: torch.Tensor) -> InputBatch:
+        """`previous` one token further: the host's sequence-length bound and computed counts one higher per
+        request (known without reading the device), the new logits indices; the rest is the first step's batch."""
         upper_bound = previous.seq_lens_cpu_upper_bound.clone()
-        upper_bound[:num_reqs] += 1  # each request's sequence grew by the one token fed back
-        batch = dataclasses.replace(
+        upper_bound[: previous.num_reqs] += 1  # each request's sequence grew by the one token fed back
+        return dataclasses.replace(
             previous,
             seq_lens_cpu_upper_bound=upper_bound,
             num_computed_tokens_np=previous.num_computed_tokens_np + 1,
             logits_indices=logits_indices,
         )
-        return batch, self._forward(batch, desc)
 
     def _forward(self, batch: InputBatch, desc: Any) -> torch.Tensor:
         """vLLM's forward of a prepared decode batch (execute_model's, for a batch with no LoRA, multimodal input,

@@ -13,6 +13,7 @@ from .options import AscendGraphOptions, Lowering, options_of, platform_default_
 
 COMPILER = "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
 BACKEND = "ascend_graph"  # the compilation backend name the platform sets where ascend_graph compiles
+SCHEDULER = "ascend_graph.vllm_plugin.multistep.MultiStepScheduler"
 
 
 def compiles_with_ascend_graph(vllm_config: Any) -> bool:
@@ -124,8 +125,8 @@ def configure_host_graph_mode(
     `runs_decode_steps` False: decode_steps > 1 is refused on this host (not built there)."""
     if options.decode_steps > 1 and not runs_decode_steps:  # refused before anything changes, eager or not
         raise ValueError(
-            f"additional_config.ascend_graph.decode_steps={options.decode_steps} runs on the CPU and CUDA lanes "
-            f"only so far (not on {host}: docs/multistep.md); allowed here is 1"
+            f"additional_config.ascend_graph.decode_steps={options.decode_steps} is not built for {host} "
+            "(docs/multistep.md); allowed here is 1"
         )
     if eager_requested(vllm_config):
         logger.info("ascend_graph on %s: graph mode off (eager requested)", host)
@@ -145,3 +146,35 @@ def configure_host_graph_mode(
         vllm_config.compilation_config.cudagraph_mode,
         vllm_config.compilation_config.cudagraph_capture_sizes,
     )
+
+
+def configure_decode_steps(vllm_config: Any, options: AscendGraphOptions, host: str, logger: Any) -> None:
+    """decode_steps > 1 on the accelerator hosts (CUDA: gpu_burst.py; Ascend: npu_burst.py), after the host
+    platform's own hook: ascend_graph's scheduler with vLLM's synchronous step loop, which the user chooses
+    (ascend_graph never changes vLLM's async scheduling there). What a burst cannot serve yet is refused, naming the
+    setting and the way out."""
+    parallel = vllm_config.parallel_config
+    problems = []
+    if options.forward_async:
+        problems.append(
+            "vLLM's async scheduling, which is on here (vLLM's default for this configuration, or the flag given; "
+            "mode 'forward-async'): pass --no-async-scheduling (async_scheduling=False)"
+        )
+    if not options.own_runner:
+        problems.append("graph_runner 'vllm' (bursts run in ascend_graph's runner): leave graph_runner unset")
+    for present, name in (
+        (vllm_config.speculative_config is not None, "speculative decoding (speculative_config)"),
+        (parallel.pipeline_parallel_size > 1, "pipeline parallelism (pipeline_parallel_size > 1)"),
+        (parallel.data_parallel_size > 1, "data parallelism (data_parallel_size > 1)"),
+        (bool(getattr(parallel, "enable_eplb", False)), "expert load balancing (enable_eplb)"),
+        (vllm_config.lora_config is not None, "LoRA (enable_lora)"),
+        (vllm_config.kv_transfer_config is not None, "KV transfer (kv_transfer_config)"),
+    ):
+        if present:
+            problems.append(name)
+    if vllm_config.scheduler_config.scheduler_cls not in (None, SCHEDULER):
+        problems.append(f"another scheduler_cls ({vllm_config.scheduler_config.scheduler_cls!r})")
+    if problems:
+        raise ValueError("additional_config.ascend_graph.decode_steps > 1 does not support " + "; ".join(problems))
+    vllm_config.scheduler_config.scheduler_cls = SCHEDULER
+    logger.info("ascend_graph on %s: up to %d decode steps per host round trip", host, options.decode_steps)

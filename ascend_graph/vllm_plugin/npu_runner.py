@@ -19,6 +19,10 @@ update of step i writes the graphs of set i % 2 and waits, on the device, only f
 vllm-ascend's open PR #11915 attempts with double-buffered per-size events. PIECEWISE pieces stay with
 vllm-ascend's ACLGraphWrapper, keyed per static set (npu_pieces.py: the runner names the set of each capture and
 step).
+
+decode_steps > 1 (mode "sync"): `npu_burst.NpuBurstRunner`, first in the runner's MRO, runs bursts of decode steps,
+each further step replaying the FULL graph with its own attention-parameter update
+(`AscendGraphAclGraphs.run_fullgraph`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from vllm_ascend.worker.v2.model_runner import NPUModelRunner
 from vllm_ascend.worker.worker import NPUWorker
 
 from .gpu_runner import CaptureLoop, StaticSetGraphs, StaticSetsRunner
+from .npu_burst import NpuBurstRunner
 from .options import options_of
 
 HOST_WORKER = "vllm_ascend.worker.worker.NPUWorker"
@@ -103,8 +108,9 @@ def _attention_backend(attn_groups: list[list[Any]]) -> Any:
     raise RuntimeError("ascend_graph: no attention backend with an implementation for the FULL-graph update")
 
 
-class AscendGraphNPUModelRunner(StaticSetsRunner, NPUModelRunner):
-    """vllm-ascend's V2 model runner with ascend_graph's graphs (built by `AscendGraphNPUWorker`)."""
+class AscendGraphNPUModelRunner(NpuBurstRunner, StaticSetsRunner, NPUModelRunner):
+    """vllm-ascend's V2 model runner with ascend_graph's graphs and bursts of decode steps (decode_steps > 1, mode
+    "sync": npu_burst.py), built by `AscendGraphNPUWorker`."""
 
     ag_manager_cls = AscendGraphAclGraphs
     ag_device_kind = "npu"
@@ -122,3 +128,4 @@ class AscendGraphNPUWorker(NPUWorker):
         self.model_runner.__class__ = AscendGraphNPUModelRunner  # re-classed, as on CUDA (gpu_worker.py)
         options = options_of(self.vllm_config)
         self.model_runner.setup_ascend_graph(options.mode, options.verify_requested)
+        self.model_runner.setup_bursts(options.decode_steps)

@@ -23,6 +23,7 @@ from vllm.platforms.cuda import CudaPlatform
 from .graph_mode import (
     CompilerMixin,
     choose_custom_ops,
+    configure_decode_steps,
     configure_host_graph_mode,
     eager_requested,
     install_worker,
@@ -83,46 +84,14 @@ class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
             return  # installed, not asked for: vLLM's CUDA platform, unchanged
         options = resolved_options(vllm_config, cls, vllm_config.scheduler_config.async_scheduling)
         if options.decode_steps > 1 and not eager_requested(vllm_config):
-            configure_decode_steps(vllm_config, options)  # its refusals first: they name the way out
+            configure_decode_steps(vllm_config, options, "CUDA", logger)  # its refusals first: they name the way out
         configure_host_graph_mode(vllm_config, options, "CUDA", logger, runs_decode_steps=True)
         if eager_requested(vllm_config) or not options.own_runner:
             return
         install_worker(vllm_config, WORKER, CUDA_WORKER, "set additional_config.ascend_graph.graph_runner='vllm', ")
 
 
-def configure_decode_steps(vllm_config: Any, options: Any) -> None:
-    """decode_steps > 1 on CUDA (gpu_burst.py): ascend_graph's scheduler, with vLLM's synchronous step loop, which
-    the user chooses (ascend_graph never changes vLLM's async scheduling on CUDA). What a burst cannot serve yet is
-    refused, naming the setting and the way out."""
-    parallel = vllm_config.parallel_config
-    problems = []
-    if options.forward_async:
-        problems.append(
-            "vLLM's async scheduling, which is on here (vLLM's default for this configuration, or the flag given; "
-            "mode 'forward-async'): pass --no-async-scheduling (async_scheduling=False)"
-        )
-    if not options.own_runner:
-        problems.append("graph_runner 'vllm' (bursts run in ascend_graph's runner): leave graph_runner unset")
-    for present, name in (
-        (vllm_config.speculative_config is not None, "speculative decoding (speculative_config)"),
-        (parallel.pipeline_parallel_size > 1, "pipeline parallelism (pipeline_parallel_size > 1)"),
-        (parallel.data_parallel_size > 1, "data parallelism (data_parallel_size > 1)"),
-        (bool(getattr(parallel, "enable_eplb", False)), "expert load balancing (enable_eplb)"),
-        (vllm_config.lora_config is not None, "LoRA (enable_lora)"),
-        (vllm_config.kv_transfer_config is not None, "KV transfer (kv_transfer_config)"),
-    ):
-        if present:
-            problems.append(name)
-    if vllm_config.scheduler_config.scheduler_cls not in (None, SCHEDULER):
-        problems.append(f"another scheduler_cls ({vllm_config.scheduler_config.scheduler_cls!r})")
-    if problems:
-        raise ValueError("additional_config.ascend_graph.decode_steps > 1 does not support " + "; ".join(problems))
-    vllm_config.scheduler_config.scheduler_cls = SCHEDULER
-    logger.info("ascend_graph on CUDA: up to %d decode steps per host round trip", options.decode_steps)
-
-
 CUDA_WORKER = "vllm.v1.worker.gpu_worker.Worker"
-SCHEDULER = "ascend_graph.vllm_plugin.multistep.MultiStepScheduler"
 
 
 def _inductor_lowering(vllm_config: Any) -> bool:

@@ -8,7 +8,9 @@ passes (`ascend_graph::` ops with torch_npu kernels, kernels/npu.py), then by de
 With vllm-ascend's Model Runner V2 (`VLLM_USE_V2_MODEL_RUNNER=1`) and `graph_runner: "ascend_graph"` (the default)
 it also runs its own FULL graphs, static sets and per-set attention-parameter updates (npu_runner.py, the GPU
 lane's code), and vllm-ascend's ACLGraphWrapper captures the pieces per static set (npu_pieces.py); otherwise
-vllm-ascend's runner and ACLGraphWrapper capture and replay, as before.
+vllm-ascend's runner and ACLGraphWrapper capture and replay, as before. `decode_steps` > 1 (mode "sync" only, in
+that runner; `configure_decode_steps`, refusing the rest by name as on CUDA) runs bursts of decode steps
+(npu_burst.py): built, unverified on an NPU.
 
 Coexistence: vLLM refuses to start when two platform plugins activate, so beside vllm-ascend ascend_graph's plugin
 stays out unless `VLLM_PLUGINS` names it (see `platform_plugin()` in __init__.py and the README).
@@ -21,7 +23,14 @@ from typing import Any
 from vllm.logger import init_logger
 from vllm_ascend.platform import NPUPlatform
 
-from .graph_mode import CompilerMixin, configure_host_graph_mode, eager_requested, install_worker, resolved_options
+from .graph_mode import (
+    CompilerMixin,
+    configure_decode_steps,
+    configure_host_graph_mode,
+    eager_requested,
+    install_worker,
+    resolved_options,
+)
 from .options import Lowering, options_of
 
 WORKER = "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
@@ -66,9 +75,19 @@ class AscendGraphNpuPlatform(CompilerMixin, NPUPlatform):
                 v2,
                 worker,
             )
+        if options.decode_steps > 1 and not eager_requested(vllm_config):  # refusals first: they name the way out
+            if options.own_runner and not own:
+                raise ValueError(
+                    "additional_config.ascend_graph.decode_steps > 1 on Ascend runs in ascend_graph's runner over "
+                    f"vllm-ascend's Model Runner V2 with its NPUWorker (here: V2 {v2}, worker {worker!r}): set "
+                    "VLLM_USE_V2_MODEL_RUNNER=1 and leave worker_cls unset, or use decode_steps 1"
+                )
+            configure_decode_steps(vllm_config, options, "Ascend (vllm-ascend)", logger)
         if own and options.forward_async:
             _refuse_sleep_mode(vllm_config)
-        configure_host_graph_mode(vllm_config, options, "Ascend (vllm-ascend)", logger, own_runner=own)
+        configure_host_graph_mode(
+            vllm_config, options, "Ascend (vllm-ascend)", logger, own_runner=own, runs_decode_steps=True
+        )
         if own:
             install_worker(vllm_config, WORKER, HOST_WORKER, "set additional_config.ascend_graph.graph_runner='vllm', ")
 

@@ -8,6 +8,7 @@ other set's graphs and parameters; every update sees its set's graph parameters;
 
 from __future__ import annotations
 
+import enum
 import importlib
 import sys
 import types
@@ -97,7 +98,17 @@ def _stand_in_vllm_ascend(monkeypatch: pytest.MonkeyPatch, log: Log) -> types.Mo
         "vllm_ascend.worker.v2.aclgraph_utils": types.ModuleType("aclgraph_utils"),
         "vllm_ascend.worker.v2.model_runner": types.ModuleType("model_runner"),
         "vllm_ascend.worker.worker": types.ModuleType("worker"),
+        "vllm_ascend.attention": types.ModuleType("vllm_ascend.attention"),
+        "vllm_ascend.attention.attention_v1": types.ModuleType("attention_v1"),
+        "vllm_ascend.ops": types.ModuleType("vllm_ascend.ops"),
+        "vllm_ascend.ops.rotary_embedding": types.ModuleType("rotary_embedding"),
     }
+    modules["vllm_ascend.attention.attention_v1"].AscendAttentionState = enum.Enum(
+        "AscendAttentionState", ["PrefillNoCache", "PrefillCacheHit", "DecodeOnly", "ChunkedPrefill", "SpecDecoding"]
+    )
+    modules["vllm_ascend.ops.rotary_embedding"].update_cos_sin = lambda positions: log.add(
+        "cos_sin", positions.tolist()
+    )
     modules["vllm_ascend.compilation"].acl_graph = acl_graph
     modules["vllm_ascend.worker.v2.aclgraph_utils"].ModelAclGraphManager = type(
         "ModelAclGraphManager", (ModelCudaGraphManager,), {}
@@ -106,7 +117,8 @@ def _stand_in_vllm_ascend(monkeypatch: pytest.MonkeyPatch, log: Log) -> types.Mo
     modules["vllm_ascend.worker.worker"].NPUWorker = type("NPUWorker", (Worker,), {})
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "ascend_graph.vllm_plugin.npu_runner", raising=False)
+    for name in ("npu_runner", "npu_burst"):
+        monkeypatch.delitem(sys.modules, f"ascend_graph.vllm_plugin.{name}", raising=False)
     return acl_graph
 
 

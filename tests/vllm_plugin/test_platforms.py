@@ -121,7 +121,7 @@ def test_host_graph_mode_follows_vllms_async_scheduling_and_refuses_a_contradict
     assert (eager.compilation_config.backend, eager.scheduler_config.async_scheduling) == (backend, True)
 
     config = _asking(_config(model_dir), {"decode_steps": 4}, True)  # not on a host that does not run it (Ascend)
-    with pytest.raises(ValueError, match=r"decode_steps=4 runs on the CPU and CUDA lanes only so far \(not on t: .*1"):
+    with pytest.raises(ValueError, match=r"decode_steps=4 is not built for t \(docs/multistep.md\); allowed here is 1"):
         configure_host_graph_mode(config, resolved_options(config, current_platform, True), "t", log)
 
     config = _asking(_config(model_dir), {"mode": "forward-async"}, True)
@@ -236,7 +236,8 @@ def test_cuda_decode_steps_runs_without_async_scheduling_and_refuses_what_bursts
 ) -> None:
     """decode_steps > 1 on CUDA (stand-in host): ascend_graph's scheduler with vLLM's async scheduling off, as the
     user set it; with it on (vLLM's default) refused naming the flag, never changed; what a burst cannot serve is
-    refused naming the setting; eager runs ignore it. Ascend refuses it (not built there)."""
+    refused naming the setting; eager runs ignore it. Ascend (stand-in vllm-ascend) the same, in ascend_graph's runner
+    over vllm-ascend's Model Runner V2 only (refused without it, naming VLLM_USE_V2_MODEL_RUNNER)."""
     platform = _stand_in_platform(
         monkeypatch, "platform_cuda", "vllm.platforms.cuda", "CudaPlatform", "AscendGraphCudaPlatform"
     )
@@ -281,8 +282,29 @@ def test_cuda_decode_steps_runs_without_async_scheduling_and_refuses_what_bursts
     npu = _stand_in_platform(
         monkeypatch, "platform_npu", "vllm_ascend.platform", "NPUPlatform", "AscendGraphNpuPlatform"
     )
-    with pytest.raises(ValueError, match=r"decode_steps=4 runs on the CPU and CUDA lanes only so far \(not on Ascend"):
-        npu.check_and_update_config(configured({}, False))
+    v1 = configured({}, False)  # Ascend: bursts run in ascend_graph's runner over vllm-ascend's Model Runner V2 only
+    with pytest.raises(ValueError, match=r"Model Runner V2 .*\(here: V2 False, worker 'auto'\): set VLLM_USE_V2_MODEL"):
+        npu.check_and_update_config(v1)
+    assert v1.scheduler_config.scheduler_cls is None
+    accepted, async_on, host_runner, dynamic_batch = (  # built before V2 is faked: vLLM's V2 check needs Triton
+        configured({}, False),
+        configured({}, True),
+        configured({"graph_runner": "vllm"}, False),
+        configured({}, False),
+    )
+    monkeypatch.setattr(type(v1), "use_v2_model_runner", property(lambda self: True))
+    npu.check_and_update_config(accepted)  # as on CUDA, under the same conditions
+    assert accepted.scheduler_config.scheduler_cls == scheduler and not accepted.scheduler_config.async_scheduling
+    assert accepted.parallel_config.worker_cls == "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
+    for config, problem in (
+        (async_on, r"async scheduling, which is on here .*pass --no-async-scheduling"),
+        (host_runner, r"graph_runner 'vllm' \(bursts run in ascend_graph's runner\)"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            npu.check_and_update_config(config)
+    dynamic_batch.scheduler_config.scheduler_cls = "vllm_ascend.core.scheduler_dynamic_batch.SchedulerDynamicBatch"
+    with pytest.raises(ValueError, match=r"another scheduler_cls \('vllm_ascend.core.scheduler_dynamic_batch"):
+        npu.check_and_update_config(dynamic_batch)  # what vllm-ascend's own hook may set (platform.py:714-724)
 
 
 def test_host_lowering_compiles_with_the_host_platforms_own_compiler(
