@@ -5,6 +5,15 @@ vLLM's V1 runner keeps the request state on the host, so each further step of a 
 vLLM's own `execute_model` / `sample_tokens` (input preparation, forward on the CPU stream with the captured
 graphs, sampler, bookkeeping): the same computation as K steps of K = 1, hence the same tokens, seeds and
 penalties included. Called by the CPU lane's runner (model_runner.py).
+
+With vLLM's async scheduling (mode "forward-async"), a burst whose steps need no host state (greedy, unseeded
+sampling without penalties: model_runner's `host_state_reason`) runs as forward-async steps (`run_async_burst`):
+each further step is launched like any forward-async step (host prep into a free static set while the previous
+step's job still runs, the previous step's sampled tokens scattered into its input ids on the stream), and the
+burst's tokens go back through one `BurstAsyncOutput`, read after the last step's job. The runner never reads a
+token inside such a burst, so it runs every planned step (the scheduler drops the tokens after a stop and rolls
+back what it reserved). A burst whose steps need host state runs as above with vLLM's synchronous sampling; under
+async scheduling a further step that raises fails the step (the next step was scheduled after the whole burst).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from typing import Any
 
 from vllm.logger import init_logger
 from vllm.v1.core.sched.output import CachedRequestData, SchedulerOutput
+from vllm.v1.outputs import AsyncModelRunnerOutput, ModelRunnerOutput
 
 from .multistep import burst_plan, count_burst, unsafe_knobs
 
@@ -73,10 +83,12 @@ def run_burst(
     first_output: Any,
     step: Callable[[SchedulerOutput], Any],
     device_ms: Callable[[], float],
+    must_finish: bool = False,
 ) -> Any:
     """The rest of a burst after its first step (`first_output`, vLLM's output of that step): `step` runs one more
     decode step (vLLM's execute_model and sample_tokens) and returns its output; the tokens of every step are
-    joined per request into `first_output`. `device_ms` reads the device time the runner measured so far."""
+    joined per request into `first_output`. `device_ms` reads the device time the runner measured so far.
+    `must_finish` (async scheduling): a further step that raises is re-raised, not a burst cut short."""
     plan = burst_plan(scheduler_output)
     assert plan is not None and plan.steps > 1
     req_ids = list(scheduler_output.num_scheduled_tokens)
@@ -88,7 +100,7 @@ def run_burst(
             reason = "all requests stopped"
             break
         previous = next_step_output(runner, previous)
-        output, error = _further_step(runner, req_ids, previous, step)
+        output, error = _further_step(runner, req_ids, previous, step, must_finish)
         if output is None:
             reason = error
             break
@@ -103,7 +115,7 @@ def run_burst(
 
 
 def _further_step(
-    runner: Any, req_ids: list[str], inner: SchedulerOutput, step: Callable[[SchedulerOutput], Any]
+    runner: Any, req_ids: list[str], inner: SchedulerOutput, step: Callable[[SchedulerOutput], Any], must_finish: bool
 ) -> tuple[Any, str | None]:
     """One further step of a burst: its output, or None and why. A step that raises ends the burst with the tokens
     so far (logged once per error type): the next scheduler output carries the computed and output token counts,
@@ -114,6 +126,8 @@ def _further_step(
         return step(inner), None
     except Exception as error:  # noqa: BLE001 - graph mode does not fail a user's request for its own reasons
         runner.execute_model_state = None  # a step that raised between execute and sample
+        if must_finish:
+            raise
         reason = f"a decode step raised {type(error).__name__}"
         if reason not in runner.ag.reasons_logged:
             runner.ag.reasons_logged.add(reason)
@@ -129,3 +143,45 @@ def _unfeed_last_tokens(runner: Any, req_ids: list[str]) -> None:
         index = batch.req_id_to_index[req_id]
         end = int(batch.num_tokens_no_spec[index])
         batch.token_ids_cpu[index, end - 1] = batch.token_ids_cpu[index, end - 2]
+
+
+class BurstAsyncOutput(AsyncModelRunnerOutput):
+    """The output of a forward-async burst: its steps' async outputs, joined per request when vLLM reads them."""
+
+    def __init__(self, steps: list[AsyncModelRunnerOutput]) -> None:
+        self._steps = steps
+
+    def get_output(self) -> ModelRunnerOutput:
+        outputs = [step.get_output() for step in self._steps]  # each waits for its step's job
+        first = outputs[0]
+        first.sampled_token_ids = [
+            [token for output in outputs for token in output.sampled_token_ids[output.req_id_to_index[req_id]]]
+            for req_id in first.req_ids
+        ]
+        return first
+
+
+def run_async_burst(
+    runner: Any,
+    scheduler_output: SchedulerOutput,
+    first_output: Any,
+    launch: Callable[[SchedulerOutput], Any],
+) -> BurstAsyncOutput:
+    """The rest of a forward-async burst after its first step (`first_output`, that step's async output): `launch`
+    runs one more step's host part and queues its job (the runner's forward-async step) and returns its async
+    output. No token is read here; vLLM reads them all from the returned output. Host time counted is the time to
+    launch the further steps (their device time is not measured: reading it would wait for the jobs)."""
+    plan = burst_plan(scheduler_output)
+    assert plan is not None and plan.steps > 1
+    stale = unsafe_knobs()["stale_input"]
+    outputs, previous = [first_output], scheduler_output
+    start = time.perf_counter()
+    for _ in range(plan.steps - 1):
+        if stale and len(outputs) >= 2:
+            # The broken variant: the next job scatters the tokens of the step before the last one.
+            runner.input_batch.prev_sampled_token_ids = outputs[-2].sampled
+        previous = next_step_output(runner, previous)
+        outputs.append(launch(previous))
+    host = (time.perf_counter() - start) * 1e3
+    count_burst(plan.steps, runner.ag.decode_steps, plan.reason, host, 0.0, runner.ag.reasons_logged)
+    return BurstAsyncOutput(outputs)

@@ -59,7 +59,7 @@ from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 from ..counters import Count, bump, counters
 from ..device.cpu import CPU_DEVICE, CpuEvent
 from ..staging import SetRing, using_static_set
-from .cpu_burst import run_burst
+from .cpu_burst import run_async_burst, run_burst
 from .multistep import burst_plan
 from .static_graph import AscendGraphStaticWrapper
 
@@ -198,6 +198,11 @@ class AscendGraphAsyncOutput(AsyncModelRunnerOutput):
     def __init__(self, output: ModelRunnerOutput, launched: _Launched, invalid_req_indices: list[int]) -> None:
         self._output, self._launched, self._invalid = output, launched, invalid_req_indices
 
+    @property
+    def sampled(self) -> torch.Tensor:
+        """The step's sampled tokens on the device (the static set's tensor the next job scatters from)."""
+        return self._launched.sampled
+
     def get_output(self) -> ModelRunnerOutput:
         self._launched.done.synchronize()
         try:
@@ -248,8 +253,8 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
         # Each rank draws its own delays (tensor parallel: ranks must stay in step however long each one waits).
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         self.ag = _RunnerState(mode, random.Random(1000 + rank), decode_steps=decode_steps)
-        if decode_steps > 1 and (mode != "sync" or self.use_async_scheduling):
-            raise ValueError("ascend_graph decode_steps > 1 needs mode 'sync' without async scheduling (platform.py)")
+        if decode_steps > 1 and mode == "sync" and self.use_async_scheduling:
+            raise ValueError("ascend_graph decode_steps > 1 in mode 'sync' needs async scheduling off (platform.py)")
         if self.ag.unsafe:
             logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_NO_STAGING=1, forward-async reads live buffers (broken)")
 
@@ -586,18 +591,23 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
 
     def sample_tokens(self, grammar_output: Any) -> Any:
         burst, self.ag.burst_output = self.ag.burst_output, None
+        launched, self.ag.launched = self.ag.launched, None
+        if launched is not None:
+            output = self._async_output(launched, grammar_output)
+            return output if burst is None else run_async_burst(self, burst, output, self._launch_further_step)
         if burst is not None:
             return self._burst(burst, grammar_output)
-        launched, self.ag.launched = self.ag.launched, None
-        if launched is None:
-            if self.ag.mode == "forward-async" and self.execute_model_state is not None:
-                # A sync step inside forward-async: vLLM's own sampling, tokens read at once.
-                self.use_async_scheduling = False
-                try:
-                    return super().sample_tokens(grammar_output)
-                finally:
-                    self.use_async_scheduling = True
-            return super().sample_tokens(grammar_output)
+        if self.ag.mode == "forward-async" and self.execute_model_state is not None:
+            # A sync step inside forward-async: vLLM's own sampling, tokens read at once.
+            self.use_async_scheduling = False
+            try:
+                return super().sample_tokens(grammar_output)
+            finally:
+                self.use_async_scheduling = True
+        return super().sample_tokens(grammar_output)
+
+    def _async_output(self, launched: _Launched, grammar_output: Any) -> AscendGraphAsyncOutput:
+        """A forward-async step's output: vLLM's bookkeeping with the tokens left on the device (placeholders)."""
         if grammar_output is not None:
             raise RuntimeError("ascend_graph forward-async: a grammar bitmask reached an async step")
         self.input_batch.prev_sampled_token_ids = None
@@ -629,5 +639,22 @@ class AscendGraphCPUModelRunner(CPUModelRunner):
                 raise RuntimeError("ascend_graph: a burst's decode step returned before sampling")
             return GPUModelRunner.sample_tokens(self, None)
 
-        first = GPUModelRunner.sample_tokens(self, grammar_output)
-        return run_burst(self, scheduler_output, first, step, lambda: self.ag.device_ms)
+        if self.ag.mode != "forward-async":
+            first = GPUModelRunner.sample_tokens(self, grammar_output)
+            return run_burst(self, scheduler_output, first, step, lambda: self.ag.device_ms)
+        # A sync burst inside forward-async (its requests need host state): vLLM's synchronous sampling for every
+        # step, as a sync step; the scheduler reserved the whole burst, so a step that raises fails the step.
+        self.use_async_scheduling = False
+        try:
+            first = GPUModelRunner.sample_tokens(self, grammar_output)
+            return run_burst(self, scheduler_output, first, step, lambda: self.ag.device_ms, must_finish=True)
+        finally:
+            self.use_async_scheduling = True
+
+    def _launch_further_step(self, inner: Any) -> AscendGraphAsyncOutput:
+        """One further step of a forward-async burst: launched like any forward-async step, its async output."""
+        self._launch(inner)
+        launched, self.ag.launched = self.ag.launched, None
+        if launched is None:
+            raise RuntimeError("ascend_graph: a forward-async burst step launched no job")
+        return self._async_output(launched, None)

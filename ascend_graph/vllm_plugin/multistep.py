@@ -26,9 +26,16 @@ still produce (max_tokens), to what max_model_len leaves, and while requests wai
 running request can still produce, so a waiting request is admitted at a burst boundary no later than a request
 finishes.
 
+With vLLM's async scheduling (mode "forward-async", CPU lane), the engine core schedules step N+1 before burst N's
+tokens are known; `AsyncMultiStepScheduler` (over vLLM's `AsyncScheduler`) uses vLLM's placeholder machinery: a
+burst of S steps reserves S output placeholders and S computed tokens at schedule time (vLLM reserves one), so step
+N+1 feeds the burst's last sampled token at the position after the burst; a burst that returns fewer tokens rolls
+the surplus back in `update_from_output` as vLLM rolls back rejected draft tokens.
+
 Two broken variants exist for the tests only (read in `unsafe_knobs`): ASCEND_GRAPH_UNSAFE_BURST_IGNORES_STOP=1
 (the scheduler checks stop once per burst, not per token) and ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT=1 (a further
-step's input is the previous step's input token, not the token that step sampled: a token not fed back).
+step's input is the previous step's input token, not the token that step sampled: a token not fed back; under
+async scheduling, the tokens of the step before the last one, on the device: cpu_burst.run_async_burst).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from typing import Any
 
 import vllm
 from vllm.logger import init_logger
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.output import SchedulerOutput
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.core.sched.utils import check_stop
@@ -96,8 +104,11 @@ def single_step_reason(request: Any, trims_stop_strings: bool = True) -> str | N
     return None
 
 
-class MultiStepScheduler(Scheduler):
-    """vLLM's scheduler with bursts of decode steps (the module docstring has the rules)."""
+class _BurstScheduling:
+    """The burst rules over vLLM's scheduler (the module docstring has them); mixed into `Scheduler` or, with
+    vLLM's async scheduling, `AsyncScheduler`."""
+
+    reserves_placeholders = False  # async scheduling: a burst's tokens are placeholders until its output comes
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,7 +124,15 @@ class MultiStepScheduler(Scheduler):
 
     def schedule(self, *args: Any, **kwargs: Any) -> SchedulerOutput:
         output = super().schedule(*args, **kwargs)
-        setattr(output, PLAN_ATTRIBUTE, self._plan(output))
+        plan = self._plan(output)
+        setattr(output, PLAN_ATTRIBUTE, plan)
+        if self.reserves_placeholders and plan.steps > 1:
+            # vLLM reserved one output placeholder and one computed token per request (_update_after_schedule);
+            # the burst computes the KV of steps - 1 more tokens and samples steps - 1 more.
+            for req_id in output.num_scheduled_tokens:
+                request = self.requests[req_id]
+                request.num_computed_tokens += plan.steps - 1
+                request.num_output_placeholders += plan.steps - 1
         return output
 
     def _plan(self, output: SchedulerOutput) -> BurstPlan:
@@ -127,12 +146,23 @@ class MultiStepScheduler(Scheduler):
             return BurstPlan(1, reason)
         requests = [self.requests[req_id] for req_id in output.num_scheduled_tokens]
         # After schedule() a decoding request's num_tokens counts the token this step feeds in; each further
-        # step adds one, and vLLM's runner refuses tokens past max_model_len.
-        room = min(self.max_model_len - request.num_tokens for request in requests)
-        left = [request.max_tokens - request.num_output_tokens for request in requests]
-        limits = {"max_model_len": room, "max_tokens": max(left)}
+        # step adds one, and vLLM's runner refuses tokens past max_model_len. With async scheduling the tokens of
+        # earlier steps still in flight are placeholders (one of them is this step's own token).
+        ahead = [max(request.num_output_placeholders - 1, 0) for request in requests]
+        room = min(
+            self.max_model_len - request.num_tokens - extra for request, extra in zip(requests, ahead, strict=True)
+        )
+        left = [
+            request.max_tokens - request.num_output_tokens - extra
+            for request, extra in zip(requests, ahead, strict=True)
+        ]
+        # Async scheduling schedules one more step of a request whose placeholders already reach max_tokens
+        # (vLLM's check counts on one placeholder only, as if the rest were drafts); its output is dropped, so it
+        # bounds no burst.
+        live = [tokens for tokens in left if tokens > 0] or [1]
+        limits = {"max_model_len": room, "max_tokens": max(live)}
         if self.get_request_counts()[1]:
-            limits["requests waiting"] = min(left)
+            limits["requests waiting"] = min(live)
         steps = max(1, min(self.decode_steps, *limits.values()))
         if steps == self.decode_steps:
             return BurstPlan(steps)
@@ -158,15 +188,28 @@ class MultiStepScheduler(Scheduler):
         plan = burst_plan(scheduler_output)
         sampled = model_runner_output.sampled_token_ids
         if plan is not None and plan.steps > 1 and sampled:
-            # n tokens came back: the burst computed the KV of the n - 1 it fed back (the last one is the next
-            # step's input). A request that stops among them is freed, so its count no longer matters.
             for req_id in scheduler_output.num_scheduled_tokens:
                 request = self.requests.get(req_id)
                 index = model_runner_output.req_id_to_index.get(req_id)
                 if request is None or request.is_finished() or index is None:
                     continue
-                request.num_computed_tokens += max(len(sampled[index]) - 1, 0)
+                self._account_burst(request, plan.steps, len(sampled[index]))
         return super().update_from_output(scheduler_output, model_runner_output)
+
+    def _account_burst(self, request: Any, steps: int, returned: int) -> None:
+        """The computed tokens of a burst that returned `returned` tokens for `request`. Synchronous: the burst
+        computed the KV of the returned - 1 tokens it fed back (the last one is the next step's input). Async: the
+        schedule reserved `steps`; fewer came back (a burst cut short), so the surplus rolls back as vLLM rolls back
+        rejected drafts, unless the output is stale (preempted meanwhile: vLLM reset the counts already). A request
+        that stops among the tokens is freed, so its count no longer matters."""
+        if not self.reserves_placeholders:
+            request.num_computed_tokens += max(returned - 1, 0)
+            return
+        if request.num_stale_output_tokens > 0:
+            return
+        surplus = steps - max(returned, 1)  # vLLM itself settles the one placeholder of a step that returned none
+        request.num_computed_tokens -= surplus
+        request.num_output_placeholders -= surplus
 
     def _update_request_with_output(self, request: Any, new_token_ids: list[int], *args: Any, **kwargs: Any) -> Any:
         # vLLM 0.32 passes is_stale (async scheduling), 0.26 does not: whatever comes passes through.
@@ -175,7 +218,20 @@ class MultiStepScheduler(Scheduler):
         # The broken variant: every token of the burst is kept, stop checked once after the last.
         for token in new_token_ids:
             request.append_output_token_ids(token)
+        if self.reserves_placeholders:
+            request.num_output_placeholders -= len(new_token_ids)
         return new_token_ids, check_stop(request, self.max_model_len)
+
+
+class MultiStepScheduler(_BurstScheduling, Scheduler):
+    """vLLM's scheduler with bursts of decode steps (the module docstring has the rules)."""
+
+
+class AsyncMultiStepScheduler(_BurstScheduling, AsyncScheduler):
+    """vLLM's async scheduler with bursts of decode steps: a burst's tokens are output placeholders until its
+    output comes back (the module docstring has the rules)."""
+
+    reserves_placeholders = True
 
 
 def count_burst(

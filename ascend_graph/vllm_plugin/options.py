@@ -56,8 +56,9 @@ class AscendGraphOptions:
     ascend_graph fusion passes run on every piece vLLM compiles ("all" in the section names every pass). `verify`
     (or ASCEND_GRAPH_VERIFY=1, `verify_requested`): every graph ascend_graph captures is replayed once against the
     same computation run eagerly; one that disagrees runs eagerly, logged. `decode_steps` (default 1): when every
-    request of a batch decodes, run that many decode steps per host round trip (mode "sync": CPU lane, and CUDA
-    without vLLM's async scheduling; vllm_plugin/multistep.py, docs/multistep.md)."""
+    request of a batch decodes, run that many decode steps per host round trip (CPU lane: mode "sync" and mode
+    "forward-async"; CUDA: mode "sync", without vLLM's async scheduling; vllm_plugin/multistep.py,
+    docs/multistep.md)."""
 
     enabled: bool = False
     mode: Mode | None = None

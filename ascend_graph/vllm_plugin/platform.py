@@ -124,18 +124,20 @@ class AscendGraphCpuPlatform(CompilerMixin, CpuPlatform):
 
 
 def configure_decode_steps(vllm_config: Any, options: AscendGraphOptions) -> None:
-    """decode_steps > 1 (multistep.py): ascend_graph's scheduler, and vLLM's synchronous step loop, which the
-    bursts replace (a burst's further steps need the tokens of the one before on the host side of this lane).
-    What it cannot serve yet is refused naming the setting."""
+    """decode_steps > 1 (multistep.py): ascend_graph's scheduler. Mode "sync" runs vLLM's synchronous step loop,
+    which the bursts replace (async scheduling off); mode "forward-async" keeps vLLM's async scheduling, with the
+    scheduler over vLLM's AsyncScheduler (a burst's tokens are placeholders until they come back). What it cannot
+    serve yet is refused naming the setting."""
     problems = []
-    if options.forward_async:
-        problems.append("mode 'forward-async' (use mode 'sync' for now)")
     if vllm_config.parallel_config.pipeline_parallel_size > 1:
         problems.append("pipeline parallelism (pipeline_parallel_size > 1)")
-    if vllm_config.scheduler_config.scheduler_cls not in (None, SCHEDULER):
+    if vllm_config.scheduler_config.scheduler_cls not in (None, SCHEDULER, ASYNC_SCHEDULER):
         problems.append(f"another scheduler_cls ({vllm_config.scheduler_config.scheduler_cls!r})")
     if problems:
         raise ValueError("additional_config.ascend_graph.decode_steps > 1 does not support " + "; ".join(problems))
+    if options.forward_async:
+        vllm_config.scheduler_config.scheduler_cls = ASYNC_SCHEDULER
+        return
     vllm_config.scheduler_config.scheduler_cls = SCHEDULER
     if vllm_config.scheduler_config.async_scheduling:
         logger.warning("ascend_graph: decode_steps=%d runs vLLM's synchronous step loop", options.decode_steps)
@@ -143,5 +145,6 @@ def configure_decode_steps(vllm_config: Any, options: AscendGraphOptions) -> Non
 
 
 SCHEDULER = "ascend_graph.vllm_plugin.multistep.MultiStepScheduler"
+ASYNC_SCHEDULER = "ascend_graph.vllm_plugin.multistep.AsyncMultiStepScheduler"
 CPU_WORKER = "vllm.v1.worker.cpu_worker.CPUWorker"
 WORKER = "ascend_graph.vllm_plugin.worker.AscendGraphCPUWorker"
