@@ -29,7 +29,9 @@ Stages, in this order (each takes what the earlier ones left):
 2. the qkv site (`passes/decode_qkv_rope.py`): vLLM's per-head RMSNorm + RoPE of q and k -> `rms_norm_rope`; then
    a stage-1 op whose output is only split into q, k, v, with both rotations behind it, ->
    `rms_norm_qkv_rope(x, residual, input_norm, eps, qkv_weight, q_norm, k_norm, eps, cos, sin, Hq, Hkv, ...)`: the
-   input norm, the qkv GEMV, and the q/k norms and rotation in its epilogue, one kernel on CUDA.
+   input norm, the qkv GEMV, and the q/k norms and rotation in its epilogue, one kernel on CUDA. Where its k and
+   v feed vLLM's KV-cache write in the same piece: `rms_norm_qkv_rope_kv_cache(..., layer_name)`, the op and the
+   write together (`passes/decode_kv_cache.py`; the write is still vLLM's kernel, called by the op).
 3. a linear whose output only feeds SiLU-mul (`silu(out[:, :I]) * out[:, I:]`, I = N / 2, either operand order):
    after stage 1 -> `rms_norm_linear(..., silu_mul=True)`, else -> `decode_gate_up_silu`.
 4. a linear whose output only feeds `out + residual` (same shape and dtype) -> `decode_linear(x, W, residual)`:
@@ -75,6 +77,7 @@ import torch.fx
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from . import add_rms_norm as norms
+from .decode_kv_cache import fold_kv_cache_update
 from .decode_qkv_rope import NORM_ROPE, fold_qkv_rope
 from .decode_rewrites import is_linear, linear_weight, rewrite_linears, written_in_place
 from .patterns import EPS_PLACEHOLDER, PATTERN_DTYPES, trace_pattern
@@ -225,13 +228,15 @@ def apply(gm: torch.fx.GraphModule) -> int:
     placed = NORM_LINEAR(gm)
     norm_ropes = NORM_ROPE(gm)
     qkv_ropes = fold_qkv_rope(gm)
+    kv_writes = fold_kv_cache_update(gm)
     counts = rewrite_linears(gm)
     logger.debug(
-        "ascend_graph %s: %d norm+linear, %d qk norm+rope (%d into the qkv GEMV), then %s",
-        NAME, placed, norm_ropes, qkv_ropes, counts,
+        "ascend_graph %s: %d norm+linear, %d qk norm+rope (%d into the qkv GEMV, %d of them with the KV-cache "
+        "write), then %s",
+        NAME, placed, norm_ropes, qkv_ropes, kv_writes, counts,
     )  # fmt: skip
     # The SiLU-mul folded into a norm+linear op places no op of its own; a qkv GEMV with its rope replaces a
-    # norm+linear op and the two norm+rope ops it takes in.
+    # norm+linear op and the two norm+rope ops it takes in; the KV-cache write folded in replaces it one for one.
     placed += norm_ropes - 2 * qkv_ropes
     placed += sum(count for kind, count in counts.items() if kind != "norm_linear_silu")
     if placed:

@@ -26,6 +26,7 @@ from vllm.utils.import_utils import resolve_obj_by_qualname
 
 from ..counters import Count, bump
 from ..passes import apply_passes
+from . import decode_kv_cache  # noqa: F401 - registers the op decode_gemv places, for pieces loaded from cache
 from .options import options_of, platform_attribute, platform_default_lowering
 
 # Under "vllm." so that vLLM's handler and format print it in every vLLM process.

@@ -178,3 +178,33 @@ def configure_decode_steps(vllm_config: Any, options: AscendGraphOptions, host: 
         raise ValueError("additional_config.ascend_graph.decode_steps > 1 does not support " + "; ".join(problems))
     vllm_config.scheduler_config.scheduler_cls = SCHEDULER
     logger.info("ascend_graph on %s: up to %d decode steps per host round trip", host, options.decode_steps)
+
+
+KV_CACHE_UPDATE_OPS = ("vllm::unified_kv_cache_update", "vllm::unified_mla_kv_cache_update")
+
+
+def keep_kv_cache_update_in_pieces(vllm_config: Any, options: AscendGraphOptions, logger: Any) -> bool:
+    """For `decode_gemv` (stage 3, passes/decode_kv_cache.py), before vLLM fills in its splitting ops: vLLM's
+    attention ops as the splitting ops, without the KV-cache writes it adds by default (config/compilation.py,
+    `set_splitting_ops_for_v1`, vLLM 0.26: its issue 33267, piece reuse across layers, which the layer name as a
+    graph input on torch >= 2.11 also serves), so that a layer's write stays in the piece of its qkv op. Only
+    where the user asked for `decode_gemv`, in vLLM's piecewise compilation (mode VLLM_COMPILE), and vLLM would
+    add them: no splitting ops named, no inductor graph partition (which keeps the writes in the graph itself),
+    no attention + quant fusion (which sets its own). The writes then run inside the captured pieces of
+    PIECEWISE graphs too, as with vLLM's graph partition; V2's slot mappings are persistent buffers padded with
+    PAD_SLOT_ID (v1/worker/gpu/block_table.py), as FULL graphs already need. True where it set them."""
+    from vllm.config import CompilationConfig, CompilationMode
+
+    compilation = vllm_config.compilation_config
+    if (
+        "decode_gemv" not in options.passes
+        or eager_requested(vllm_config)
+        or compilation.mode != CompilationMode.VLLM_COMPILE
+        or compilation.splitting_ops is not None
+        or compilation.use_inductor_graph_partition
+        or compilation.pass_config.fuse_attn_quant
+    ):
+        return False
+    compilation.splitting_ops = list(CompilationConfig._attention_ops)
+    logger.info("ascend_graph: decode_gemv keeps vLLM's KV-cache writes %s in the compiled pieces", KV_CACHE_UPDATE_OPS)
+    return True

@@ -27,6 +27,7 @@ from .graph_mode import (
     configure_host_graph_mode,
     eager_requested,
     install_worker,
+    keep_kv_cache_update_in_pieces,
     resolved_options,
 )
 from .options import Lowering, options_of
@@ -86,6 +87,7 @@ class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
         if options.decode_steps > 1 and not eager_requested(vllm_config):
             configure_decode_steps(vllm_config, options, "CUDA", logger)  # its refusals first: they name the way out
         configure_host_graph_mode(vllm_config, options, "CUDA", logger, runs_decode_steps=True)
+        keep_kv_cache_update_in_pieces(vllm_config, options, logger)  # decode_gemv only
         if eager_requested(vllm_config) or not options.own_runner:
             return
         install_worker(vllm_config, WORKER, CUDA_WORKER, "set additional_config.ascend_graph.graph_runner='vllm', ")
