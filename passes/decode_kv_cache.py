@@ -41,7 +41,7 @@ import torch
 import torch.fx
 
 from .decode_qkv_rope import QKV_ROPE, VIEWS
-from .decode_rewrites import _fake, _val, current, is_op
+from .decode_rewrites import _fake, _val
 
 aten = torch.ops.aten
 KV_UPDATE_NAME = "vllm::unified_kv_cache_update"
@@ -87,7 +87,7 @@ def _site(update: torch.fx.Node) -> torch.fx.Node | None:
     if qkv.target is not operator.getitem or qkv.args[1] != 0:
         return None
     fused = qkv.args[0]
-    if not is_op(fused, QKV_ROPE) or len(fused.args) != 14 or fused.kwargs or _writes_between(fused, update):
+    if fused.target is not QKV_ROPE or len(fused.args) != 14 or fused.kwargs or _writes_between(fused, update):
         return None
     if isinstance(name, torch.fx.Node) and name.op != "placeholder":
         return None
@@ -105,7 +105,7 @@ def fold_kv_cache_update(gm: torch.fx.GraphModule) -> int:
         return 0
     from ascend_graph.vllm_plugin import decode_kv_cache  # vLLM is loaded: its op is in the graph
 
-    op = current(getattr(torch.ops.ascend_graph, decode_kv_cache.OP).default)
+    op = getattr(torch.ops.ascend_graph, decode_kv_cache.OP).default
     placed = 0
     for update in updates:
         fused = _site(update)

@@ -47,7 +47,7 @@ import torch.utils._pytree as pytree
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
-from .decode_rewrites import RMS_NORM_LINEAR, _fake, _val, current, is_op, written_in_place
+from .decode_rewrites import RMS_NORM_LINEAR, _fake, _val, written_in_place
 from .patterns import PatternPass
 
 aten = torch.ops.aten
@@ -136,7 +136,7 @@ def _rope_behind(part: torch.fx.Node) -> torch.fx.Node | None:
         user = _single_user(node)
         if user is None:
             return None
-        if is_op(user, ROPE) and user.args[0] is node and len(user.args) == 5 and not user.kwargs:
+        if user.target is ROPE and user.args[0] is node and len(user.args) == 5 and not user.kwargs:
             return user
         if user.target not in VIEWS or user.args[0] is not node:
             return None
@@ -274,13 +274,13 @@ def _refresh(users: list[torch.fx.Node]) -> None:
 def fold_qkv_rope(gm: torch.fx.GraphModule) -> int:
     """Step b in place; the number of rms_norm_qkv_rope placed."""
     graph, placed = gm.graph, 0
-    for fused in [node for node in graph.nodes if is_op(node, RMS_NORM_LINEAR)]:
+    for fused in [node for node in graph.nodes if node.target is RMS_NORM_LINEAR]:
         site = _qkv_site(fused)
         inputs = [arg for arg in site["call"] if isinstance(arg, torch.fx.Node)] if site is not None else []
         if site is None or not _hoist(graph, inputs, fused):
             continue
         with graph.inserting_before(fused):
-            new = graph.call_function(current(QKV_ROPE), site["call"])
+            new = graph.call_function(QKV_ROPE, site["call"])
             new.meta["val"] = _fake(new.target, site["call"])
             for index, old in site["outputs"].items():
                 with graph.inserting_after(new):

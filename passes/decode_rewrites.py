@@ -25,22 +25,6 @@ SILU_MUL_INDEX = 6  # rms_norm_linear(x, residual, norm_weight, eps, weight, fp3
 END = 9223372036854775807  # what `x[..., d:]` traces to as the slice's end
 
 
-def is_op(node: torch.fx.Node, op: torch._ops.OpOverload) -> bool:
-    """Whether `node` calls `op`, compared by name. The OpOverload objects of ascend_graph's ops are not stable
-    within a process: where the repository root is on sys.path (pytest puts it there), transformers' probe for the
-    Hugging Face `kernels` package imports this repository's `kernels/` as a top-level package, whose import
-    registers every op again (`torch.library.custom_op` overwrites); `torch.ops.ascend_graph.X.default` is then a
-    new object and the old one's operator is gone (calling it crashed: "no schema registered", bad_alloc,
-    segfaults)."""
-    return isinstance(node.target, torch._ops.OpOverload) and node.target.name() == op.name()
-
-
-def current(op: torch._ops.OpOverload) -> torch._ops.OpOverload:
-    """`op` as registered now (see `is_op`): what a rewrite places and calls."""
-    namespace, name = op.name().split("::")
-    return getattr(getattr(getattr(torch.ops, namespace), name), op._overloadname)
-
-
 def _val(node: Any) -> torch.Tensor | None:
     value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
     return value if isinstance(value, torch.Tensor) else None
@@ -151,7 +135,6 @@ def _in_mode(value: Any, mode: Any) -> Any:
 
 
 def _place(graph: torch.fx.Graph, before: torch.fx.Node, target: Any, args: tuple[Any, ...]) -> torch.fx.Node:
-    target = current(target)
     with graph.inserting_before(before):
         node = graph.call_function(target, args)
     node.meta["val"] = _fake(target, args)
@@ -175,7 +158,7 @@ def _silu_into_norm_linear(graph: torch.fx.Graph, fused: torch.fx.Node) -> bool:
     if tail is None:
         return False
     fused.args = (*args[:SILU_MUL_INDEX], True)
-    fused.target = current(RMS_NORM_LINEAR)
+    fused.target = RMS_NORM_LINEAR
     fused.meta["val"] = _fake(fused.target, fused.args)
     for user in fused.users:
         user.meta["val"] = fused.meta["val"][user.args[1]]
@@ -188,7 +171,7 @@ def rewrite_linears(gm: torch.fx.GraphModule) -> dict[str, int]:
     graph = gm.graph
     counts = {"norm_linear_silu": 0, "gate_up_silu": 0, "linear_residual": 0, "linear": 0}
     for node in list(graph.nodes):
-        if is_op(node, RMS_NORM_LINEAR) and _silu_into_norm_linear(graph, node):
+        if node.target is RMS_NORM_LINEAR and _silu_into_norm_linear(graph, node):
             counts["norm_linear_silu"] += 1
     for node in list(graph.nodes):
         linear = is_linear(node)

@@ -27,6 +27,8 @@ compiles a piece, or loads one from vLLM's compile cache, has the op.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from vllm.model_executor.layers.attention.attention import unified_kv_cache_update  # noqa: F401 - registers its op
 from vllm.utils.torch_utils import LayerNameType
@@ -73,25 +75,7 @@ def rms_norm_qkv_rope_kv_cache(
 
 
 @rms_norm_qkv_rope_kv_cache.register_fake
-def _(
-    x: torch.Tensor,
-    residual: torch.Tensor | None,
-    norm_weight: torch.Tensor,
-    eps: float,
-    weight: torch.Tensor,
-    q_norm: torch.Tensor,
-    k_norm: torch.Tensor,
-    head_eps: float,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    num_q_heads: int,
-    num_kv_heads: int,
-    fp32_sum: bool,
-    exact_rounding: bool,
-    layer_name: LayerNameType,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    qkv, total = torch.ops.ascend_graph.rms_norm_qkv_rope(
-        x, residual, norm_weight, eps, weight, q_norm, k_norm, head_eps, cos, sin, num_q_heads, num_kv_heads,
-        fp32_sum, exact_rounding,
-    )  # fmt: skip
-    return qkv, total, x.new_empty(0)  # vLLM's fake dummy: empty, of the key's dtype and device
+def _(*args: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The op's arguments, as above: the fused op's fake on all but the layer name, and vLLM's fake dummy."""
+    qkv, total = torch.ops.ascend_graph.rms_norm_qkv_rope(*args[:-1])
+    return qkv, total, args[0].new_empty(0)  # vLLM's fake dummy: empty, of the key's dtype and device
