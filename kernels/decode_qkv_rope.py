@@ -20,6 +20,8 @@ output rounded to the dtype, the per-head normalised value rounded before and af
 the rotation and its sum or difference rounded. On CUDA the input RMSNorm is streamed through the GEMV unless
 `exact_rounding` is set or the dtype is float16, exactly as `rms_norm_linear` does. The CUDA kernel
 (`kernels/decode_qkv_rope_triton.py`) serves M <= 32 tokens; more tokens, and every CPU call, run the reference.
+The same kernel can also store its k and v heads into TRITON_ATTN's paged KV cache (its STORE_KV flag), which
+`rms_norm_qkv_rope_kv_cache` (ascend_graph/vllm_plugin/decode_kv_cache.py) uses.
 """
 
 from __future__ import annotations

@@ -12,6 +12,16 @@ GEMV's output. No program waits for another and there is no second pass.
 The grid is small: 32 programs at the Qwen3-0.6B site (Hq 16, Hkv 8), 48 at 8B, where the plain decode GEMV of
 the same weight runs 128 to 384 row blocks; whether so few programs stream the weight as fast is not measured.
 
+The KV-cache store (STORE_KV, a constexpr: off, the kernel compiles as before; `rms_norm_qkv_rope_kv_store`):
+the programs of the k heads (after norm and rotation) and of the v heads also store their finished [M, D] rows
+into one layer's paged cache, TRITON_ATTN's, logical [num_blocks, Hkv, block_size, 2 D]: token m at slot
+s = slot_mapping[m] goes to [s // block_size, head, s % block_size, :D] (k) or [..., D:] (v), through the cache
+tensor's own strides (vLLM lays it out HND or NHD, vllm 0.32 also heads outermost); tokens with s < 0 (padding)
+and tokens past the slot mapping's length are stored nowhere, as vLLM's reshape-and-cache kernel does. The stored
+values are the registers stored to the qkv output, so the cache holds bitwise what vLLM's write of that output
+stores for kv_cache_dtype "auto" (a plain copy). Which vLLM configurations may use it is decided by the caller
+(ascend_graph/vllm_plugin/decode_kv_cache.py); kernels/ imports no vLLM.
+
 Calls the kernel does not take (more than MAX_TOKENS tokens, D / 2 not a power of two >= 16, a weight whose rows
 are not contiguous, cos / sin with a strided last dimension) go to the reference; so does a call whose kernel
 cannot be built here (logged once per reason). Runs on CPU tensors under TRITON_INTERPRET=1.
@@ -24,6 +34,7 @@ import dataclasses
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 from . import decode_ops
 from . import decode_qkv_rope as qkv_ops
@@ -62,11 +73,34 @@ def _norm_rope(first, second, pid, qn_ptr, kn_ptr, cos_ptr, sin_ptr, rows, m_mas
 
 
 @triton.jit
+def _store_kv(first, second, pid, cache_ptr, slot_ptr, rows, SLOTS, HQ, ROTATED_HEADS, cache_block_size,
+              block_stride, head_stride, slot_stride, dim_stride, value_offset, HALF: tl.constexpr):  # fmt: skip
+    """A k head's (pid in [HQ, ROTATED_HEADS)) or v head's rows stored where TRITON_ATTN's write puts them: token m
+    (m < SLOTS) at slot s = slot_mapping[m] >= 0, in cache [blocks, Hkv, block_size, 2 D] (any strides) at
+    [s // block_size, head, s % block_size, :D] for k, [..., D:] (value_offset further) for v."""
+    is_value = pid >= ROTATED_HEADS
+    head = tl.where(is_value, pid - ROTATED_HEADS, pid - HQ).to(tl.int64)
+    slots = tl.load(slot_ptr + rows, mask=rows < SLOTS, other=-1).to(tl.int64)
+    base = (
+        cache_ptr
+        + (slots // cache_block_size) * block_stride
+        + (slots % cache_block_size) * slot_stride
+        + head * head_stride
+        + tl.where(is_value, value_offset, 0)
+    )
+    dims = tl.arange(0, HALF) * dim_stride
+    mask = (slots >= 0)[:, None]  # a padded token (PAD_SLOT_ID, -1) is written nowhere
+    tl.store(base[:, None] + dims[None, :], first, mask=mask)
+    tl.store(base[:, None] + (dims + HALF * dim_stride)[None, :], second, mask=mask)
+
+
+@triton.jit
 def rms_norm_qkv_rope_kernel(
-    x_ptr, res_ptr, nw_ptr, w_ptr, out_ptr, total_ptr, qn_ptr, kn_ptr, cos_ptr, sin_ptr,
+    x_ptr, res_ptr, nw_ptr, w_ptr, out_ptr, total_ptr, qn_ptr, kn_ptr, cos_ptr, sin_ptr, cache_ptr, slot_ptr,
     M, N, K, x_stride, res_stride, w_stride, cos_stride, sin_stride, eps, head_eps, HQ, ROTATED_HEADS,
+    SLOTS, cache_block_size, block_stride, head_stride, slot_stride, dim_stride, value_offset,
     STREAM_NORM: tl.constexpr, HAS_RESIDUAL: tl.constexpr, FP32_SUM: tl.constexpr, IEEE: tl.constexpr,
-    BLOCK_M: tl.constexpr, HALF: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, HALF: tl.constexpr, BLOCK_K: tl.constexpr, STORE_KV: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     rows = tl.arange(0, BLOCK_M)
@@ -119,6 +153,61 @@ def rms_norm_qkv_rope_kernel(
     mask = m_mask[:, None] & (cols < N)[None, :]
     tl.store(out, first, mask=mask)
     tl.store(out + HALF, second, mask=mask)
+    if STORE_KV:
+        if pid >= HQ:  # a k or a v head: its finished rows also go to the paged cache
+            _store_kv(
+                first, second, pid, cache_ptr, slot_ptr, rows, SLOTS, HQ, ROTATED_HEADS, cache_block_size,
+                block_stride, head_stride, slot_stride, dim_stride, value_offset, HALF,
+            )  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class KVStore:
+    """Where the kernel also stores its k and v heads: TRITON_ATTN's paged cache of one layer, logical shape
+    [num_blocks, Hkv, block_size, 2 D] (k in the first D of the last dim, v in the second; its memory may be laid
+    out otherwise, the kernel uses its strides), and the step's slot per token ([<= M] integers, < 0: padding)."""
+
+    kv_cache: torch.Tensor
+    slot_mapping: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheLayout:
+    """The cache's integer arguments of the kernel, in its order: the tokens that have a slot, the block size,
+    the strides (in elements) of block, head, slot in block and head dim, and where v starts in the last dim."""
+
+    slots: int
+    block_size: int
+    block_stride: int
+    head_stride: int
+    slot_stride: int
+    dim_stride: int
+    value_offset: int
+
+
+def cache_layout(kv_cache: torch.Tensor, head_dim: int, slots: int = 0) -> CacheLayout:
+    """The layout of a [num_blocks, Hkv, block_size, 2 D] cache, read from its own strides, as vLLM's
+    `kv_cache.transpose(1, 2).split(D, dim=-1)` views it (TRITON_ATTN's do_kv_cache_update)."""
+    blocks, heads, block, dim = kv_cache.stride()
+    return CacheLayout(slots, kv_cache.shape[2], blocks, heads, block, dim, head_dim * dim)
+
+
+def store_declines(x: torch.Tensor, num_kv_heads: int, head_dim: int, kv_store: KVStore) -> str | None:
+    """Why the kernel cannot store into `kv_store` for these (checked) inputs, or None when it can: the cache
+    [blocks, Hkv, block_size, 2 D] of x's dtype and device, a 1-d integer slot mapping of at most M tokens there,
+    and tensors the kernel reaches (CUDA, or CPU under Triton's interpreter)."""
+    cache, slots = kv_store.kv_cache, kv_store.slot_mapping
+    if cache.dim() != 4 or cache.shape[1] != num_kv_heads or cache.shape[3] != 2 * head_dim or cache.shape[2] < 1:
+        return f"cache {tuple(cache.shape)}: not [blocks, Hkv = {num_kv_heads}, block_size, 2 D = {2 * head_dim}]"
+    if cache.dtype != x.dtype or cache.device != x.device:
+        return f"cache {cache.dtype} on {cache.device}, not the activations' {x.dtype} on {x.device}"
+    if slots.dim() != 1 or slots.shape[0] > x.shape[0] or slots.dtype not in (torch.int32, torch.int64):
+        return f"slot mapping {slots.dtype} {tuple(slots.shape)}: not [<= {x.shape[0]} tokens] of int32 / int64"
+    if slots.device != x.device:
+        return f"slot mapping on {slots.device}, the activations on {x.device}"
+    if not (x.is_cuda or isinstance(rms_norm_qkv_rope_kernel, InterpretedFunction)):
+        return f"{x.device.type} tensors and no Triton interpreter (TRITON_INTERPRET=1)"
+    return None
 
 
 def qkv_rope_config(x: torch.Tensor, weight: torch.Tensor, half: int, residual: bool) -> DecodeConfig:
@@ -148,21 +237,27 @@ def launch(
     fp32_sum: bool = False,
     exact_rounding: bool = False,
     config: DecodeConfig | None = None,
+    kv_store: KVStore | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the kernel on checked, kernel-ready tensors (see `takes`)."""
+    """Run the kernel on checked, kernel-ready tensors (see `takes`); with `kv_store` (see `store_declines`) the k
+    and v heads also go to its cache."""
     half = q_norm.shape[0] // 2
     config = config or qkv_rope_config(x, weight, half, residual is not None)
     out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
     total = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     res = residual if residual is not None else x
     tokens, k = x.shape
+    cache, slots, layout = out, out, CacheLayout(0, 0, 0, 0, 0, 1, 0)  # unused unless STORE_KV
+    if kv_store is not None:
+        cache, slots = kv_store.kv_cache, kv_store.slot_mapping
+        layout = cache_layout(cache, 2 * half, slots.shape[0])
     rms_norm_qkv_rope_kernel[(num_q_heads + 2 * num_kv_heads,)](
-        x, res, norm_weight, weight, out, total, q_norm, k_norm, cos, sin,
+        x, res, norm_weight, weight, out, total, q_norm, k_norm, cos, sin, cache, slots,
         tokens, weight.shape[0], k, x.stride(0), res.stride(0), weight.stride(0), cos.stride(0), sin.stride(0),
-        eps, head_eps, num_q_heads, num_q_heads + num_kv_heads,
+        eps, head_eps, num_q_heads, num_q_heads + num_kv_heads, *dataclasses.astuple(layout),
         STREAM_NORM=streams_norm(x.dtype, exact_rounding), HAS_RESIDUAL=residual is not None, FP32_SUM=fp32_sum,
         IEEE=x.dtype == torch.float32, BLOCK_M=max(MIN_BLOCK, triton.next_power_of_2(tokens)), HALF=half,
-        BLOCK_K=min(config.block_k, max(16, triton.next_power_of_2(k))),
+        BLOCK_K=min(config.block_k, max(16, triton.next_power_of_2(k))), STORE_KV=kv_store is not None,
         num_warps=config.num_warps, num_stages=config.num_stages,
     )  # fmt: skip
     return out, total
@@ -214,6 +309,44 @@ def rms_norm_qkv_rope_cuda(
     except BUILD_ERRORS as error:
         _warn_once(f"{qkv_ops.OP} weight {tuple(weight.shape)}, {x.dtype}: {type(error).__name__}: {error}")
         return qkv_ops.rms_norm_qkv_rope_reference(*args)
+
+
+def rms_norm_qkv_rope_kv_store(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    q_norm: torch.Tensor,
+    k_norm: torch.Tensor,
+    head_eps: float,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_q_heads: int,
+    num_kv_heads: int,
+    fp32_sum: bool,
+    exact_rounding: bool,
+    kv_store: KVStore,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(qkv, total) as `rms_norm_qkv_rope_cuda` computes them, the k and v heads also stored into `kv_store`, in
+    one kernel; None (nothing computed, nothing stored; the reason logged once) where the kernel does not take the
+    call, so the caller runs its reference."""
+    head_dim = qkv_ops.check_qkv_rope(x, weight, q_norm, k_norm, cos, sin, num_q_heads, num_kv_heads)
+    decode_ops.check_linear(qkv_ops.OP, x, weight, residual, norm_weight)
+    reason = store_declines(x, num_kv_heads, head_dim, kv_store)
+    if reason is None and not takes(x, residual, norm_weight, weight, q_norm, cos, sin):
+        reason = f"the qkv kernel does not take x {tuple(x.shape)}, weight {tuple(weight.shape)}, D {head_dim}"
+    if reason is not None:
+        _warn_once(f"{qkv_ops.OP} with the KV-cache store: {reason}")
+        return None
+    try:
+        return launch(
+            x, residual, norm_weight, eps, weight, q_norm.contiguous(), k_norm.contiguous(), head_eps, cos, sin,
+            num_q_heads, num_kv_heads, fp32_sum, exact_rounding, kv_store=kv_store,
+        )  # fmt: skip
+    except BUILD_ERRORS as error:
+        _warn_once(f"{qkv_ops.OP} with the KV-cache store, {x.dtype}: {type(error).__name__}: {error}")
+        return None
 
 
 def register() -> None:

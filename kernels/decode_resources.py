@@ -66,14 +66,18 @@ def qkv_rope_hopper_resources(
     tokens: int, hidden: int, half: int, flags: dict[str, bool], config: DecodeConfig, dtype: str = "bf16"
 ) -> Resources:
     """The same for `rms_norm_qkv_rope_kernel` (kernels/decode_qkv_rope_triton.py): `flags` are its STREAM_NORM ..
-    IEEE, `half` the half head dim; every size and stride is taken as a multiple of 16 (they are at Qwen3's sites)."""
+    IEEE (and STORE_KV, off unless given), `half` the half head dim; every size and stride is taken as a multiple of
+    16 (they are at Qwen3's sites; the cache's strides and the slot count are not assumed so)."""
     from .decode_qkv_rope_triton import rms_norm_qkv_rope_kernel as kernel
 
     names = kernel.arg_names
-    signature = {name: f"*{dtype}" if name.endswith("_ptr") else "i32" for name in names[:22]}
+    values = [param.name for param in kernel.params if not param.is_constexpr]
+    signature = {name: ("*i64" if name == "slot_ptr" else f"*{dtype}") if name.endswith("_ptr") else "i32"
+                 for name in values}  # fmt: skip
     signature |= {"eps": "fp32", "head_eps": "fp32"}
     block_m = max(16, 1 << max(tokens - 1, 0).bit_length())
-    constants: dict[str, object] = {**flags, "BLOCK_M": block_m, "HALF": half, "BLOCK_K": min(config.block_k, hidden)}
+    constants: dict[str, object] = {"STORE_KV": False, **flags, "BLOCK_M": block_m, "HALF": half,
+                                    "BLOCK_K": min(config.block_k, hidden)}  # fmt: skip
     if tokens == 1:
         constants["M"] = 1
     for name in constants:

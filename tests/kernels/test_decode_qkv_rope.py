@@ -155,7 +155,7 @@ def test_qkv_rope_kernel_declines_what_it_does_not_take() -> None:
 def test_qkv_rope_kernel_compiles_for_hopper_without_spills(hidden: int, tokens: int) -> None:
     """The Qwen3-0.6B / 8B qkv sites (head_dim 128) with their default config, streamed and exact norm, compiled for
     sm_90 here (no GPU): no register spills, shared memory within a block's limit. (Seen when written, Triton 3.9:
-    78-144 registers, 85-105 KB.)"""
+    78-144 registers, 85-105 KB.) The same with the KV-cache store."""
     pytest.importorskip("triton")
     from ascend_graph.kernels.decode_qkv_rope_triton import qkv_rope_config
     from ascend_graph.kernels.decode_resources import qkv_rope_hopper_resources
@@ -166,6 +166,7 @@ def test_qkv_rope_kernel_compiles_for_hopper_without_spills(hidden: int, tokens:
     weight = torch.empty(4096 if hidden == 1024 else 6144, hidden, dtype=torch.bfloat16, device="meta")
     config = qkv_rope_config(x, weight, 64, residual=True)
     for stream in (True, False):
-        flags = {"STREAM_NORM": stream, "HAS_RESIDUAL": True, "FP32_SUM": True, "IEEE": False}
-        found = qkv_rope_hopper_resources(tokens, hidden, 64, flags, config)
-        assert found.stack == 0 and found.registers < 255 and found.shared <= HOPPER_SHARED, (stream, found)
+        for store in (False, True):
+            flags = {"STREAM_NORM": stream, "HAS_RESIDUAL": True, "FP32_SUM": True, "IEEE": False, "STORE_KV": store}
+            found = qkv_rope_hopper_resources(tokens, hidden, 64, flags, config)
+            assert found.stack == 0 and found.registers < 255 and found.shared <= HOPPER_SHARED, (flags, found)
