@@ -53,7 +53,7 @@ case "${1:-}" in
     group() { gpu_tests "$1" "${3:-}" >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
     group "full_and_piecewise or random_delays or churn or broken or verify" a & a=$!
     # groups c and d: the passes and the decode-step bursts (own files, each building its own eager reference)
-    group "" c tests/vllm_plugin/test_gpu_passes.py & c=$!
+    group "" c "tests/vllm_plugin/test_gpu_passes.py tests/kernels/test_decode_qkv_rope_kv_cache_cuda.py" & c=$!
     group "" d tests/vllm_plugin/test_gpu_multistep.py & d=$!
     # group b, then the torch.compile-level GPU tests (no vLLM: backend, device, kernels, verify, graph memory)
     { rc=0; group "test_piecewise_equals_eager or baseline or tensor_parallel or installed_but_not_asked_for" b || rc=1
