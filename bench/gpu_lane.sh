@@ -9,6 +9,8 @@
 #      (or, when device time is short: bash bench/gpu_lane.sh quick [TESTS], one forward-async test by default;
 #       `quick burst`: decode_steps > 1, test_gpu_multistep.py)
 #   3. (same machine)  AG_COMMIT=<commit> bash bench/gpu_lane.sh bench MODELS CONFIGS [ROUNDS]
+#   or, as call 2 on a short budget: AG_COMMIT=<c> AG_TEST_S=<s> AG_STOP_AFTER_S=<s> bash bench/gpu_lane.sh short
+#                      MODELS CONFIGS [BATCHES [REPEATS]]   (groups b, c, d cut at AG_TEST_S, then the profile)
 #   or, as call 2:     AG_COMMIT=<commit> bash bench/gpu_lane.sh both TESTS MODELS CONFIGS [ROUNDS]
 #                      (the tests matching -k TESTS while the servers start; benchmarks once the tests are done)
 #                      bash bench/gpu_lane.sh load [MODE]   (run `install` first to start several modes side by side)
@@ -41,7 +43,9 @@ install() {
 
 gpu_tests() {  # the gpu_vllm tests matching -k "$1" in file(s) $2, against the installed project and the bundle
   # shellcheck disable=SC2086  # $2: test files, split on spaces on purpose
-  (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" python3 -m pytest -q -m gpu_vllm -p no:cacheprovider \
+  # AG_TEST_S: a time limit in seconds (0, the default: none)
+  (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" timeout -k 10 "${AG_TEST_S:-0}" python3 -m pytest -q \
+    -m gpu_vllm -p no:cacheprovider \
     -k "$1" ${2:-tests/vllm_plugin/test_gpu_vllm.py})
 }
 
@@ -63,6 +67,23 @@ case "${1:-}" in
     status=0; wait $a || status=1; wait $b || status=1; wait $c || status=1; wait $d || status=1
     [ -n "${l:-}" ] && { wait "$l" || status=1; tail -25 "$OUT/load.log"; }
     for log in gpu_vllm_tests_a gpu_vllm_tests_b gpu_vllm_tests_c gpu_vllm_tests_d gpu_tests; do grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -8; done
+    exit $status ;;
+  short)  # the lane on a short device budget (one call after stage): groups b, c, d side by side, each cut at
+    # AG_TEST_S seconds (default 300), then the profile of CONFIGS (one process each, interleaved) until AG_STOP_AFTER_S
+    install
+    export AG_TEST_S=${AG_TEST_S:-300}
+    group() { gpu_tests "$1" "${3:-}" >"$OUT/gpu_vllm_tests_$2.log" 2>&1; }
+    group "test_piecewise_equals_eager or installed_but_not_asked_for" b & b=$!
+    group "" c "tests/vllm_plugin/test_gpu_passes.py tests/kernels/test_decode_qkv_rope_kv_cache_cuda.py" & c=$!
+    group "" d tests/vllm_plugin/test_gpu_multistep.py & d=$!
+    status=0; wait $b || status=1; wait $c || status=1; wait $d || status=1
+    for log in gpu_vllm_tests_b gpu_vllm_tests_c gpu_vllm_tests_d; do echo "$log:"; grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -6; done
+    pkill -f "pytest -q" || true; pkill -f EngineCore || true; sleep 2  # what a cut group left behind
+    [ -n "${2:-}" ] && AG_PROFILE_ARGS="${AG_PROFILE_ARGS:-}" bash "$0" profile "$2" "$3" "${4:-1,32}" "${5:-1}" >/dev/null 2>&1
+    tail -40 "$OUT/profile.log" 2>/dev/null || true
+    # the device tool brings back at most 8 files: the per-process logs travel as one archive
+    tar czf "$OUT/logs.tgz" -C "$OUT" $(cd "$OUT" && ls -d profile_logs pip_install.log 2>/dev/null) && \
+      rm -rf "$OUT/profile_logs" "$OUT/pip_install.log"
     exit $status ;;
   quick)  # a smoke of the lane in one short call: install, then the gpu_vllm tests matching -k "$2" in every file
     install; gpu_tests "${2:-full_and_piecewise_equals_eager and forward}" "$(ls tests/vllm_plugin/test_gpu_*.py | tr '\n' ' ')" ;;
