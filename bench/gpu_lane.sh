@@ -68,7 +68,7 @@ case "${1:-}" in
     [ -n "${l:-}" ] && { wait "$l" || status=1; tail -25 "$OUT/load.log"; }
     for log in gpu_vllm_tests_a gpu_vllm_tests_b gpu_vllm_tests_c gpu_vllm_tests_d gpu_tests; do grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -8; done
     exit $status ;;
-  short)  # the lane on a short device budget (one call after stage): groups b, c, d side by side, each cut at
+  short)  # the lane on a short device budget (one call after stage): groups b, c, d and the torch-level GPU tests side by side, each cut at
     # AG_TEST_S seconds (default 300), then the profile of CONFIGS (one process each, interleaved) until AG_STOP_AFTER_S
     install
     export AG_TEST_S=${AG_TEST_S:-300}
@@ -76,8 +76,10 @@ case "${1:-}" in
     group "test_piecewise_equals_eager or installed_but_not_asked_for" b & b=$!
     group "" c "tests/vllm_plugin/test_gpu_passes.py tests/kernels/test_decode_qkv_rope_kv_cache_cuda.py" & c=$!
     group "" d tests/vllm_plugin/test_gpu_multistep.py & d=$!
-    status=0; wait $b || status=1; wait $c || status=1; wait $d || status=1
-    for log in gpu_vllm_tests_b gpu_vllm_tests_c gpu_vllm_tests_d; do echo "$log:"; grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -6; done
+    (cd /tmp/ag-tests && PYTHONPATH="$AG_SITE:/tmp/site:$REPO" timeout -k 10 "$AG_TEST_S" python3 -m pytest -q \
+      -m "gpu and not gpu_vllm" -p no:cacheprovider tests) >"$OUT/gpu_tests.log" 2>&1 & e=$!
+    status=0; wait $b || status=1; wait $c || status=1; wait $d || status=1; wait $e || status=1
+    for log in gpu_vllm_tests_b gpu_vllm_tests_c gpu_vllm_tests_d gpu_tests; do echo "$log:"; grep -E "passed|failed|FAILED|Error" "$OUT/$log.log" | tail -6; done
     pkill -f "pytest -q" || true; pkill -f EngineCore || true; sleep 2  # what a cut group left behind
     [ -n "${2:-}" ] && AG_PROFILE_ARGS="${AG_PROFILE_ARGS:-}" bash "$0" profile "$2" "$3" "${4:-1,32}" "${5:-1}" >/dev/null 2>&1
     tail -40 "$OUT/profile.log" 2>/dev/null || true
