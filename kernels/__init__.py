@@ -14,10 +14,11 @@ triton imports), torch_npu's fused ops for the NPU (where torch_npu imports; UNV
 | `decode_linear(x, weight, residual)` | F.linear (+ residual), M <= 32 tokens | Triton GEMV | npu_fused_matmul (add) |
 | `decode_gate_up_silu(x, weight)` | silu_and_mul(F.linear(x, [Wg; Wu])) | Triton GEMV | F.linear + npu_swiglu |
 | `rms_norm_linear(x, r, nw, eps, w, ...)` | (F.linear(RMSNorm(x + r)), x + r) | Triton | norm, F.linear |
-| `rms_norm_qkv_rope(x, r, nw, eps, w, qn, kn, ...)` | rms_norm_linear + q/k RMSNorm, RoPE | Triton | reference |
+| `rms_norm_qkv_rope(x, r, nw, eps, w, qn, kn, ...)` | norm, qkv, q/k norm, RoPE | Triton | norms, F.linear, rotary |
 
-The decode ops are described in `kernels/decode_ops.py` (`rms_norm_qkv_rope` in `kernels/decode_qkv_rope.py`); their
-block sizes in `kernels/decode_tuning.py`.
+"rotary": npu_apply_rotary_pos_emb (or npu_rotary_mul), see kernels/decode_npu.py. The decode ops are
+described in `kernels/decode_ops.py` (`rms_norm_qkv_rope` in `kernels/decode_qkv_rope.py`); their block sizes in
+`kernels/decode_tuning.py`.
 """
 
 from __future__ import annotations

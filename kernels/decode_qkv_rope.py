@@ -22,6 +22,8 @@ the rotation and its sum or difference rounded. On CUDA the input RMSNorm is str
 (`kernels/decode_qkv_rope_triton.py`) serves M <= 32 tokens; more tokens, and every CPU call, run the reference.
 The same kernel can also store its k and v heads into TRITON_ATTN's paged KV cache (its STORE_KV flag), which
 `rms_norm_qkv_rope_kv_cache` (ascend_graph/vllm_plugin/decode_kv_cache.py) uses.
+On the NPU, `rms_norm_qkv_rope_npu` (kernels/decode_npu.py) chains torch_npu's norm and rotary operators
+(UNVERIFIED: checked against torch_npu's sources and a stand-in, never run on an NPU).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ EXPECTED = {
     "torch_npu.npu_rms_norm",
     "torch_npu.npu_add_rms_norm",
     "torch_npu.npu_rotary_mul",
+    "torch_npu.npu_apply_rotary_pos_emb",
     "torch_npu.npu_swiglu",
     "npugraph_ex.get_npu_backend",
     "npugraph_ex.CompilerConfig().force_eager",
