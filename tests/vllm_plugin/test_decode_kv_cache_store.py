@@ -21,14 +21,17 @@ from typing import Any
 
 import pytest
 import torch
-from vllm.forward_context import ForwardContext, override_forward_context
-from vllm.utils.torch_utils import _encode_layer_name
-from vllm.v1.attention.backend import AttentionType
-from vllm.v1.attention.backends.triton_attn import TritonAttentionImpl
 
-from ascend_graph.vllm_plugin import decode_kv_cache
-from tests.kernels.test_decode_linear import run_interpreted
-from tests.kernels.test_decode_qkv_rope import qkv_rope_cases
+# vLLM-only (its forward context and ops): skipped where vLLM is not installed (the GPU lane before its bundle)
+pytest.importorskip("vllm")
+from vllm.forward_context import ForwardContext, override_forward_context  # noqa: E402
+from vllm.utils.torch_utils import _encode_layer_name  # noqa: E402
+from vllm.v1.attention.backend import AttentionType  # noqa: E402
+from vllm.v1.attention.backends.triton_attn import TritonAttentionImpl  # noqa: E402
+
+from ascend_graph.vllm_plugin import decode_kv_cache  # noqa: E402
+from tests.kernels.test_decode_linear import run_interpreted  # noqa: E402
+from tests.kernels.test_decode_qkv_rope import qkv_rope_cases  # noqa: E402
 
 LAYER = "layers.0.attn"
 BLOCK, BLOCKS = 16, 4  # TRITON_ATTN's block sizes are multiples of 16; 64 slots
@@ -131,7 +134,7 @@ def check_fused_write(
 
 def test_the_fused_write_fills_the_cache_as_triton_attn_under_the_interpreter() -> None:
     check = """
-from tests.vllm_plugin.test_decode_kv_cache_store import SMALL, check_fused_write
+from tests.vllm_plugin.test_decode_kv_cache_store import SMALL, check_fused_write  # noqa: E402
 print("checked", check_fused_write("cpu", [SMALL, (100, 64, 2, 1)], [torch.float32, torch.bfloat16], [1, 3, 8],
                                    ["HND", "NHD", "HBNC"]))
 """
@@ -140,9 +143,9 @@ print("checked", check_fused_write("cpu", [SMALL, (100, 64, 2, 1)], [torch.float
 
 def test_broken_stores_are_caught_under_the_interpreter() -> None:
     check = """
-import dataclasses
-from ascend_graph.kernels import decode_qkv_rope_triton as kernel
-from tests.vllm_plugin.test_decode_kv_cache_store import SMALL, check_fused_write
+import dataclasses  # noqa: E402
+from ascend_graph.kernels import decode_qkv_rope_triton as kernel  # noqa: E402
+from tests.vllm_plugin.test_decode_kv_cache_store import SMALL, check_fused_write  # noqa: E402
 
 right = kernel.cache_layout
 def contiguous(cache, head_dim, slots):  # the layout assumed HND-contiguous, not read from the tensor

@@ -12,11 +12,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from vllm.config import CompilationConfig, CompilationMode
 
-from ascend_graph.vllm_plugin.graph_mode import KV_CACHE_UPDATE_OPS, keep_kv_cache_update_in_pieces
-from ascend_graph.vllm_plugin.options import AscendGraphOptions
-from tests.vllm_plugin.test_platforms import _asking, _config, _stand_in_platform
+# vLLM-only (its forward context and ops): skipped where vLLM is not installed (the GPU lane before its bundle)
+pytest.importorskip("vllm")
+from vllm.config import CompilationConfig, CompilationMode  # noqa: E402
+
+from ascend_graph.vllm_plugin.graph_mode import KV_CACHE_UPDATE_OPS, keep_kv_cache_update_in_pieces  # noqa: E402
+from ascend_graph.vllm_plugin.options import AscendGraphOptions  # noqa: E402
+from tests.vllm_plugin.test_platforms import _asking, _config, _stand_in_platform  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
