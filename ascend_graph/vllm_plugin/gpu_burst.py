@@ -18,13 +18,28 @@ Same tokens as K = 1: every step is the one K = 1 would run, on the same state; 
 the device positions. Tokens after a stop are dropped by the scheduler's per-token checks; bursts are capped by
 the scheduler at what any request may still produce.
 
+With vLLM's async scheduling (mode "forward-async"; `AsyncMultiStepScheduler`) the burst is the same code: V2 runs
+no host read in a step either way, and its executor reads an `AsyncModelRunnerOutput` late (in the worker's output
+thread) where async scheduling is on. `sample_tokens` queues the burst's K steps and returns; the engine core
+schedules the next step while they run (the scheduler reserved the burst's K tokens as placeholders, so that step
+is scheduled at the position after the burst) and vLLM's `execute_model` prepares it on the host meanwhile; its
+first input token is the burst's last sampled token, which vLLM's `combine_sampled_and_draft_tokens` reads from
+`last_sampled_tokens` on the device, and its positions come from the device's `num_computed_tokens`, which the
+burst's `post_update`s advanced by K. The host's own counts (the scheduler's `num_computed_tokens`, V2's
+`num_computed_tokens_np` and sequence-length upper bound) already include the reserved tokens. CUDA: unverified
+until tests/vllm_plugin/test_gpu_multistep.py runs on the GPU lane; the CPU stand-in (test_gpu_burst.py) shows the
+call order and the output protocol only.
+
 Counters (multistep.count_burst): bursts, burst steps, bursts cut short (the scheduler's plan was short), and the
 further steps' device time (CUDA events on the main stream around them, read when the tokens reach the host) and
-host time (the wall time from the burst's second step until its tokens reached the host, minus the device time).
+host time: without async scheduling the wall time from the burst's second step until its tokens reached the host,
+minus the device time; with it, the time the host took to queue the further steps (the output is read late, by
+vLLM's output thread, so the wall time to it says nothing about the burst).
 Steps that need the host run with K = 1: the scheduler decides most (`MultiStepScheduler`); the runner adds what
 only it knows (`burst_blocker`: model states other than vLLM's default, multimodal, NaN counting), counted as
 single steps with the reason logged once. The broken variant ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT=1 (tests only)
-feeds a further step the previous step's input token instead of the token that step sampled.
+feeds a further step the previous step's input token instead of the token that step sampled (with or without async
+scheduling: the further steps are the same code).
 """
 
 from __future__ import annotations
@@ -59,6 +74,7 @@ class BurstTiming:
     device_start: torch.cuda.Event
     device_end: torch.cuda.Event
     logged: set[str]
+    queued_ms: float | None = None  # async scheduling: the host's time to queue the further steps (module docstring)
 
 
 class BurstOutput(AsyncModelRunnerOutput):
@@ -87,7 +103,9 @@ class BurstOutput(AsyncModelRunnerOutput):
         self.output.sampled_token_ids = self.host_tokens.tolist()
         timing = self.timing
         device_ms = timing.device_start.elapsed_time(timing.device_end)
-        host_ms = (time.perf_counter() - timing.start) * 1e3 - device_ms
+        host_ms = timing.queued_ms
+        if host_ms is None:
+            host_ms = (time.perf_counter() - timing.start) * 1e3 - device_ms
         count_burst(timing.steps, timing.decode_steps, timing.reason, host_ms, device_ms, timing.logged)
         return self.output
 
@@ -95,13 +113,21 @@ class BurstOutput(AsyncModelRunnerOutput):
 class BurstRunner:
     """What bursts add to vLLM's V2 GPUModelRunner (first in the MRO of gpu_runner.AscendGraphGPUModelRunner)."""
 
+    # Whether this host's bursts compose with vLLM's async scheduling (module docstring); a host that says no is
+    # refused by its platform first (graph_mode.configure_decode_steps), this is the runner's own guard.
+    bursts_with_async_scheduling = True
+
     def setup_bursts(self, decode_steps: int) -> None:
         self.ag_decode_steps = decode_steps
         self.ag_burst: BurstPlan | None = None  # the plan of the step between execute_model and sample_tokens
         self.ag_burst_logged: set[str] = set()
         self.ag_stale_input = unsafe_knobs()["stale_input"]
-        if decode_steps > 1 and self.scheduler_config.async_scheduling:  # type: ignore[attr-defined]
-            raise ValueError("ascend_graph decode_steps > 1 runs without vLLM's async scheduling (platform_cuda.py)")
+        self.ag_async_scheduling = bool(self.scheduler_config.async_scheduling)  # type: ignore[attr-defined]
+        if decode_steps > 1 and self.ag_async_scheduling and not self.bursts_with_async_scheduling:
+            raise ValueError(
+                f"ascend_graph decode_steps > 1 on this host ({type(self).__name__}) runs without vLLM's async "
+                "scheduling: pass --no-async-scheduling (async_scheduling=False)"
+            )
         if self.ag_stale_input:
             logger.warning("ascend_graph: ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT=1, bursts feed stale tokens (broken)")
 
@@ -152,6 +178,7 @@ class BurstRunner:
             batch, hidden = self._further_forward(batch, desc)
             tokens.append(self._sample_step(hidden, batch))
         device_end.record()
+        queued_ms = (time.perf_counter() - start) * 1e3 if self.ag_async_scheduling else None
         output = ModelRunnerOutput(
             req_ids=batch.req_ids,
             req_id_to_index={req_id: i for i, req_id in enumerate(batch.req_ids)},
@@ -159,7 +186,14 @@ class BurstRunner:
         )
         output.kv_connector_output = self.kv_connector.post_forward(state.finished_req_ids)  # type: ignore[attr-defined]
         timing = BurstTiming(
-            plan.steps, self.ag_decode_steps, plan.reason, start, device_start, device_end, self.ag_burst_logged
+            plan.steps,
+            self.ag_decode_steps,
+            plan.reason,
+            start,
+            device_start,
+            device_end,
+            self.ag_burst_logged,
+            queued_ms,
         )
         joined = torch.cat(tokens, dim=1)  # [num_reqs, steps]: request i's burst in row i
         return BurstOutput(output, joined, timing, self.main_stream, self.output_copy_stream)  # type: ignore[attr-defined]

@@ -12,8 +12,9 @@ npu_runner.py puts the same mixins over vllm-ascend's V2 classes.
   bar, capture time and graph memory logged per mode, a failed capture leaving that size to the next candidate
   (PIECEWISE or eager) with one logged reason and advice, and counters (`captures`, `replays`).
 - PIECEWISE pieces: the platform names `AscendGraphStaticWrapper` (static_graph.py), captured in the same window.
-- decode_steps > 1 (mode "sync"): `gpu_burst.BurstRunner`, first in the CUDA runner's MRO, runs bursts of decode
-  steps on the device, replaying the FULL graph of the first step's descriptor (`ag_last_desc`, kept by dispatch).
+- decode_steps > 1 (mode "sync", and "forward-async" on CUDA): `gpu_burst.BurstRunner`, first in the CUDA runner's
+  MRO, runs bursts of decode steps on the device, replaying the FULL graph of the first step's descriptor
+  (`ag_last_desc`, kept by dispatch).
 - mode "forward-async": vLLM's async scheduling (the host prepares step N+1 while step N runs; sampled tokens stay
   on the device). The number of static input sets is the runner class's (`ag_static_sets_for_async`): on CUDA one,
   vLLM's own buffers, captured once. The device-side input preparation of step N+1 reads step N's sampled tokens

@@ -14,6 +14,7 @@ from .options import AscendGraphOptions, Lowering, options_of, platform_default_
 COMPILER = "ascend_graph.vllm_plugin.compiler.AscendGraphCompiler"
 BACKEND = "ascend_graph"  # the compilation backend name the platform sets where ascend_graph compiles
 SCHEDULER = "ascend_graph.vllm_plugin.multistep.MultiStepScheduler"
+ASYNC_SCHEDULER = "ascend_graph.vllm_plugin.multistep.AsyncMultiStepScheduler"
 
 
 def compiles_with_ascend_graph(vllm_config: Any) -> bool:
@@ -148,14 +149,17 @@ def configure_host_graph_mode(
     )
 
 
-def configure_decode_steps(vllm_config: Any, options: AscendGraphOptions, host: str, logger: Any) -> None:
+def configure_decode_steps(
+    vllm_config: Any, options: AscendGraphOptions, host: str, logger: Any, async_bursts: bool = False
+) -> None:
     """decode_steps > 1 on the accelerator hosts (CUDA: gpu_burst.py; Ascend: npu_burst.py), after the host
-    platform's own hook: ascend_graph's scheduler with vLLM's synchronous step loop, which the user chooses
-    (ascend_graph never changes vLLM's async scheduling there). What a burst cannot serve yet is refused, naming the
-    setting and the way out."""
+    platform's own hook: ascend_graph's scheduler over vLLM's synchronous step loop or, where the host's bursts
+    compose with vLLM's async scheduling (`async_bursts`: CUDA), over its async one (mode "forward-async",
+    `AsyncMultiStepScheduler`). The user chooses (ascend_graph never changes vLLM's async scheduling there). What a
+    burst cannot serve yet is refused, naming the setting and the way out."""
     parallel = vllm_config.parallel_config
     problems = []
-    if options.forward_async:
+    if options.forward_async and not async_bursts:
         problems.append(
             "vLLM's async scheduling, which is on here (vLLM's default for this configuration, or the flag given; "
             "mode 'forward-async'): pass --no-async-scheduling (async_scheduling=False)"
@@ -172,12 +176,17 @@ def configure_decode_steps(vllm_config: Any, options: AscendGraphOptions, host: 
     ):
         if present:
             problems.append(name)
-    if vllm_config.scheduler_config.scheduler_cls not in (None, SCHEDULER):
+    if vllm_config.scheduler_config.scheduler_cls not in (None, SCHEDULER, ASYNC_SCHEDULER):
         problems.append(f"another scheduler_cls ({vllm_config.scheduler_config.scheduler_cls!r})")
     if problems:
         raise ValueError("additional_config.ascend_graph.decode_steps > 1 does not support " + "; ".join(problems))
-    vllm_config.scheduler_config.scheduler_cls = SCHEDULER
-    logger.info("ascend_graph on %s: up to %d decode steps per host round trip", host, options.decode_steps)
+    vllm_config.scheduler_config.scheduler_cls = ASYNC_SCHEDULER if options.forward_async else SCHEDULER
+    logger.info(
+        "ascend_graph on %s: up to %d decode steps per host round trip (%s)",
+        host,
+        options.decode_steps,
+        "with vLLM's async scheduling" if options.forward_async else "vLLM's synchronous step loop",
+    )
 
 
 KV_CACHE_UPDATE_OPS = ("vllm::unified_kv_cache_update", "vllm::unified_mla_kv_cache_update")

@@ -26,11 +26,15 @@ still produce (max_tokens), to what max_model_len leaves, and while requests wai
 running request can still produce, so a waiting request is admitted at a burst boundary no later than a request
 finishes.
 
-With vLLM's async scheduling (mode "forward-async", CPU lane), the engine core schedules step N+1 before burst N's
-tokens are known; `AsyncMultiStepScheduler` (over vLLM's `AsyncScheduler`) uses vLLM's placeholder machinery: a
-burst of S steps reserves S output placeholders and S computed tokens at schedule time (vLLM reserves one), so step
-N+1 feeds the burst's last sampled token at the position after the burst; a burst that returns fewer tokens rolls
-the surplus back in `update_from_output` as vLLM rolls back rejected draft tokens.
+With vLLM's async scheduling (mode "forward-async": the CPU lane, and CUDA's Model Runner V2, unverified there until
+its GPU tests run), the engine core schedules step N+1 before burst N's tokens are known; `AsyncMultiStepScheduler`
+(over vLLM's `AsyncScheduler`) uses vLLM's placeholder machinery: a burst of S steps reserves S output placeholders
+and S computed tokens at schedule time (vLLM reserves one), so step N+1 feeds the burst's last sampled token at the
+position after the burst; a burst that returns fewer tokens rolls the surplus back in `update_from_output` as vLLM
+rolls back rejected draft tokens. Where vLLM versions differ (checked by version, `stale_counted_in_tokens`): an
+in-flight output of a request preempted meanwhile is stale by tokens in 0.32 (`num_stale_output_tokens`), by
+outputs in 0.26 (`async_tokens_to_discard`, which 0.26's `reset_prefix_cache` sets to the request's placeholders:
+one per output at K = 1, S per output for a burst, so the scheduler corrects it to the outputs in flight).
 
 Two broken variants exist for the tests only (read in `unsafe_knobs`): ASCEND_GRAPH_UNSAFE_BURST_IGNORES_STOP=1
 (the scheduler checks stop once per burst, not per token) and ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT=1 (a further
@@ -90,6 +94,14 @@ def stop_strings_trimmed(version: str) -> bool:
     return parse(version)[:2] >= (0, 32)
 
 
+def stale_counted_in_tokens(version: str) -> bool:
+    """Whether this vLLM marks the in-flight outputs of a request preempted under async scheduling by tokens
+    (0.32: `Request.num_stale_output_tokens`, `is_stale`) or, as 0.26 does, by outputs to discard
+    (`Request.async_tokens_to_discard`, set only by `reset_prefix_cache(reset_running_requests=True)`; its ordinary
+    preemption keeps the outputs). Versions between are unchecked and treated as 0.26."""
+    return parse(version)[:2] >= (0, 32)
+
+
 def single_step_reason(request: Any, trims_stop_strings: bool = True) -> str | None:
     """Why a request's steps need the host after every token (run with K = 1), or None."""
     if request.pooling_params is not None or request.sampling_params is None:
@@ -117,6 +129,8 @@ class _BurstScheduling:
         self.num_lookahead_tokens += self.decode_steps - 1
         self.ignores_stop = unsafe_knobs()["ignores_stop"]
         self.trims_stop_strings = stop_strings_trimmed(getattr(vllm, "__version__", "0"))
+        self.stale_in_tokens = stale_counted_in_tokens(getattr(vllm, "__version__", "0"))
+        self.extra_in_flight: dict[str, int] = {}  # async: per request, the placeholders its bursts in flight add
         self._reasons_logged: set[str] = set()
         logger.info("ascend_graph: up to %d decode steps per host round trip", self.decode_steps)
         if self.ignores_stop:
@@ -133,7 +147,18 @@ class _BurstScheduling:
                 request = self.requests[req_id]
                 request.num_computed_tokens += plan.steps - 1
                 request.num_output_placeholders += plan.steps - 1
+                self.extra_in_flight[req_id] = self.extra_in_flight.get(req_id, 0) + plan.steps - 1
         return output
+
+    def reset_prefix_cache(self, reset_running_requests: bool = False, *args: Any, **kwargs: Any) -> Any:
+        # vLLM 0.26 with reset_running_requests preempts every running request and marks as many of its in-flight
+        # outputs for discarding as it has placeholders; a burst's output holds steps of them (module docstring).
+        corrected = self.reserves_placeholders and reset_running_requests and not self.stale_in_tokens
+        running = list(self.running) if corrected else []
+        result = super().reset_prefix_cache(reset_running_requests, *args, **kwargs)
+        for request in running:
+            request.async_tokens_to_discard -= self.extra_in_flight.get(request.request_id, 0)
+        return result
 
     def _plan(self, output: SchedulerOutput) -> BurstPlan:
         if not output.total_num_scheduled_tokens:
@@ -187,6 +212,11 @@ class _BurstScheduling:
     def update_from_output(self, scheduler_output: SchedulerOutput, model_runner_output: Any) -> Any:
         plan = burst_plan(scheduler_output)
         sampled = model_runner_output.sampled_token_ids
+        if plan is not None and plan.steps > 1 and self.reserves_placeholders:
+            for req_id in scheduler_output.num_scheduled_tokens:  # this output is no longer in flight
+                left = self.extra_in_flight.pop(req_id, 0) - (plan.steps - 1)
+                if left > 0:
+                    self.extra_in_flight[req_id] = left
         if plan is not None and plan.steps > 1 and sampled:
             for req_id in scheduler_output.num_scheduled_tokens:
                 request = self.requests.get(req_id)
@@ -200,15 +230,17 @@ class _BurstScheduling:
         """The computed tokens of a burst that returned `returned` tokens for `request`. Synchronous: the burst
         computed the KV of the returned - 1 tokens it fed back (the last one is the next step's input). Async: the
         schedule reserved `steps`; fewer came back (a burst cut short), so the surplus rolls back as vLLM rolls back
-        rejected drafts, unless the output is stale (preempted meanwhile: vLLM reset the counts already). A request
-        that stops among the tokens is freed, so its count no longer matters."""
+        rejected drafts, unless the output is stale (preempted meanwhile: vLLM reset the counts already; 0.26's
+        ordinary preemption resets the computed tokens only, so they stay at zero). A request that stops among the
+        tokens is freed, so its count no longer matters."""
         if not self.reserves_placeholders:
             request.num_computed_tokens += max(returned - 1, 0)
             return
-        if request.num_stale_output_tokens > 0:
+        stale = request.num_stale_output_tokens if self.stale_in_tokens else request.async_tokens_to_discard
+        if stale > 0:
             return
         surplus = steps - max(returned, 1)  # vLLM itself settles the one placeholder of a step that returned none
-        request.num_computed_tokens -= surplus
+        request.num_computed_tokens = max(request.num_computed_tokens - surplus, 0)
         request.num_output_placeholders -= surplus
 
     def _update_request_with_output(self, request: Any, new_token_ids: list[int], *args: Any, **kwargs: Any) -> Any:

@@ -55,6 +55,10 @@ class NpuBurstRunner(BurstRunner):
     """What bursts add to vllm-ascend's V2 NPUModelRunner (first in the MRO of npu_runner.AscendGraphNPUModelRunner):
     BurstRunner with the NPU's host sequence lengths; the per-replay update is the FULL-graph manager's."""
 
+    # Not built with vLLM's async scheduling (platform_npu refuses it first): how vllm-ascend's host sequence lengths
+    # (waited for after each step) and its two static sets rotated per step meet a burst in flight is not worked out.
+    bursts_with_async_scheduling = False
+
     @torch.inference_mode()
     def sample_tokens(self, grammar_output: Any) -> Any:
         state = self.execute_model_state  # type: ignore[attr-defined]

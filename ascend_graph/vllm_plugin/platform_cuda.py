@@ -9,8 +9,9 @@ replays the graphs itself — FULL graphs through `gpu_runner.AscendGraphCudaGra
 without vLLM's async scheduling, "forward-async" with it (the mode follows vLLM's setting unless named; a named
 mode that contradicts it is refused). `graph_runner: "vllm"` keeps vLLM's
 CUDAGraphWrapper and runner and only compiles (the baseline, and the path of the earlier releases).
-`decode_steps` > 1 (mode "sync" only; `configure_decode_steps`) runs bursts of decode steps in ascend_graph's
-runner (gpu_burst.py, multistep.py), built and not yet run on a GPU.
+`decode_steps` > 1 (`configure_decode_steps`) runs bursts of decode steps in ascend_graph's runner (gpu_burst.py,
+multistep.py), in mode "sync" and, with vLLM's async scheduling, "forward-async" (the scheduler over vLLM's
+AsyncScheduler); built and not yet run on a GPU (tests/vllm_plugin/test_gpu_multistep.py awaits the GPU lane).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ class AscendGraphCudaPlatform(CompilerMixin, CudaPlatform):
             return  # installed, not asked for: vLLM's CUDA platform, unchanged
         options = resolved_options(vllm_config, cls, vllm_config.scheduler_config.async_scheduling)
         if options.decode_steps > 1 and not eager_requested(vllm_config):
-            configure_decode_steps(vllm_config, options, "CUDA", logger)  # its refusals first: they name the way out
+            # its refusals first: they name the way out; bursts compose with async scheduling here (gpu_burst.py)
+            configure_decode_steps(vllm_config, options, "CUDA", logger, async_bursts=True)
         configure_host_graph_mode(vllm_config, options, "CUDA", logger, runs_decode_steps=True)
         keep_kv_cache_update_in_pieces(vllm_config, options, logger)  # decode_gemv only
         if eager_requested(vllm_config) or not options.own_runner:

@@ -5,8 +5,11 @@ is a few CPU tensors: `num_computed` and `last_sampled` per request slot (what v
 model whose next token depends on the input token and its position, and stand-ins for the two input kernels with
 the semantics of vLLM's (positions and sequence lengths from num_computed; input ids from last_sampled). What is
 real is `BurstRunner`: the plan it takes, which steps it runs, the order of sampling, state update and input
-preparation, the joining of the tokens, the host's sequence-length bound and the broken variant. The GPU lane runs
-the same code in vLLM (test_gpu_multistep.py).
+preparation, the joining of the tokens, the host's sequence-length bound, the broken variant, and the output
+protocol: `BurstOutput` (real) over stand-in events and streams that log what they are asked, read the way vLLM's
+executor reads it, at once without async scheduling and after the next burst was queued with it. Every "device"
+operation here runs at once on the CPU, so no ordering hazard of a real stream can show: the CUDA lane is
+unverified until its GPU tests run (test_gpu_multistep.py, the same code in vLLM).
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ class Batch:  # the fields of vLLM's InputBatch that a burst reads or replaces
 class Host:
     """Stands in for vLLM's V2 GPUModelRunner (what BurstRunner calls), its device state on CPU tensors."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: list[str]) -> None:
         n = len(SLOTS)
         self.scheduler_config = SimpleNamespace(async_scheduling=False)
         self.num_computed = torch.zeros(8, dtype=torch.int64)
@@ -79,30 +82,42 @@ class Host:
         self.model_state.preprocess_state = lambda *args: None
         self.model_state.prepare_inputs = lambda batch, states: {}
         self.bounds: list[list[int]] = []  # the host's sequence-length bound each further step's metadata saw
-        self.model_state.prepare_attn = lambda batch, *args: self.bounds.append(
-            batch.seq_lens_cpu_upper_bound[:n].tolist()
+        self.device_seq_lens: list[list[int]] = []  # and the device's sequence lengths then (what it bounds)
+        self.model_state.prepare_attn = lambda batch, *args: (
+            self.bounds.append(batch.seq_lens_cpu_upper_bound[:n].tolist()),
+            self.device_seq_lens.append(self.input_buffers.seq_lens[:n].tolist()),
         )
         self.cudagraph_manager = SimpleNamespace(ag_last_desc=SimpleNamespace(cg_mode=CUDAGraphMode.FULL))
         self.cudagraph_manager.run_fullgraph = lambda desc: self._model()
         self.supports_mm_inputs, self.sampler, self.speculator = False, SimpleNamespace(compute_nans=False), None
         self.pcp_manager, self.use_dcp, self.kv_cache_config, self.attn_groups = None, False, None, []
         self.kv_connector = SimpleNamespace(post_forward=lambda finished: None)
-        self.main_stream = self.output_copy_stream = None
+        self.log = log  # the forwards, and what the output's stand-in streams and events were asked
+        self.main_stream, self.output_copy_stream = Stream(self.log, "main"), Stream(self.log, "copy")
         self.execute_model_state: Any = None
         self.hosts_sampling = 0
+        slots = torch.tensor(SLOTS)  # what the requests' prefill left on the device
+        self.num_computed[slots] = torch.tensor(COMPUTED)
+        self.last_sampled[slots, 0] = torch.tensor(FIRST)
 
     def _model(self) -> torch.Tensor:
         """The FULL graph: reads the static input buffers, returns one "hidden state" (the next token) per row."""
+        self.log.append("forward")
         ids, positions = self.input_buffers.input_ids, self.input_buffers.positions
         return (ids * 31 + positions * 7 + 5) % VOCAB
 
     def execute_model(self, scheduler_output: Any, *args: Any, **kwargs: Any) -> None:
-        """vLLM's: the first step's inputs (from the host) and its forward."""
+        """vLLM's V2: the first step's inputs from the device state (input ids from the last sampled tokens,
+        positions from the computed tokens) and its forward; the host's sequence-length bound from the scheduler's
+        computed-token counts (`host_computed` on the stand-in scheduler output, COMPUTED unless given)."""
         n = len(SLOTS)
         slots = torch.tensor(SLOTS)
-        self.num_computed[slots] = torch.tensor(COMPUTED)
-        self.input_buffers.input_ids[:n] = torch.tensor(FIRST)
-        self.input_buffers.positions[:n] = torch.tensor(COMPUTED)
+        host_computed = torch.tensor(getattr(scheduler_output, "host_computed", COMPUTED))
+        self.input_buffers.input_ids[:n] = self.last_sampled[slots, 0]
+        self.input_buffers.positions[:n] = self.num_computed[slots]
+        self.input_buffers.seq_lens[:n] = self.num_computed[slots] + 1
+        self.bounds.append((host_computed + 1).tolist())
+        self.device_seq_lens.append(self.input_buffers.seq_lens[:n].tolist())
         batch = Batch(
             req_ids=["a", "b", "c"],
             num_reqs=n,
@@ -112,8 +127,8 @@ class Host:
             cu_num_logits=torch.arange(n + 1),
             input_ids=self.input_buffers.input_ids[:n],
             positions=self.input_buffers.positions[:n],
-            seq_lens_cpu_upper_bound=torch.tensor(COMPUTED) + 1,
-            num_computed_tokens_np=torch.tensor(COMPUTED).numpy(),
+            seq_lens_cpu_upper_bound=host_computed + 1,
+            num_computed_tokens_np=host_computed.numpy(),
             logits_indices=torch.arange(n),
             num_tokens_after_padding=n,
             is_padding=torch.zeros(n, dtype=torch.bool),
@@ -143,6 +158,33 @@ class Runner(gpu_burst.BurstRunner, Host):
     pass
 
 
+class Stream:
+    """Stands in for a CUDA stream: logs the waits it is asked for."""
+
+    def __init__(self, log: list[str], name: str) -> None:
+        self.log, self.name = log, name
+
+    def wait_stream(self, other: Stream) -> None:
+        self.log.append(f"{self.name} waits for {other.name}")
+
+
+class Event:
+    """Stands in for a CUDA event: logs records and host waits; 0.5 ms between any two timing events."""
+
+    def __init__(self, log: list[str], enable_timing: bool = False, blocking: bool = False) -> None:
+        self.log, self.timing = log, enable_timing
+
+    def record(self, stream: Stream | None = None) -> None:
+        if not self.timing:  # the output's copy event (the timing events are recorded on the main stream)
+            self.log.append(f"copy event recorded on {stream.name if stream else 'main'}")
+
+    def synchronize(self) -> None:
+        self.log.append("host waits for the copy")
+
+    def elapsed_time(self, end: Event) -> float:
+        return 0.5
+
+
 def _prepare_pos_seq_lens(idx_mapping, query_start_loc, num_computed, positions, seq_lens) -> None:  # noqa: ANN001
     n = idx_mapping.shape[0]
     positions[:n] = num_computed[idx_mapping]
@@ -156,24 +198,45 @@ def _combine(input_ids, idx_mapping, last_sampled, *args: Any) -> torch.Tensor: 
 
 
 @pytest.fixture
-def stand_ins(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """vLLM's input kernels and the CUDA pieces replaced; the burst's output object kept for the test."""
-    made: list[Any] = []
+def stand_ins(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """vLLM's input kernels and the CUDA events and streams replaced; returns the log the events, the streams and
+    the runners' forwards share."""
+    log: list[str] = []
     monkeypatch.setattr(gpu_burst, "prepare_pos_seq_lens", _prepare_pos_seq_lens)
     monkeypatch.setattr(gpu_burst, "combine_sampled_and_draft_tokens", _combine)
     monkeypatch.setattr(gpu_burst, "build_slot_mappings_by_layer", lambda *args: None)
-    monkeypatch.setattr(gpu_burst.torch.cuda, "Event", lambda **kwargs: SimpleNamespace(record=lambda: None))
-    monkeypatch.setattr(gpu_burst, "BurstOutput", lambda output, tokens, *args: made.append((output, tokens)) or made)
+    monkeypatch.setattr(gpu_burst.torch.cuda, "Event", lambda **kwargs: Event(log, **kwargs))
+    monkeypatch.setattr(gpu_burst.torch.cuda, "stream", _stream_context)
     reset_counters()
-    return made
+    return log
 
 
-def _burst(steps: int, decode_steps: int = 4) -> tuple[Runner, Any]:
-    runner = Runner()
+def _stream_context(stream: Stream) -> Any:
+    import contextlib
+
+    stream.log.append(f"on {stream.name}")
+    return contextlib.nullcontext()
+
+
+def _runner(log: list[str], decode_steps: int = 4, asynchronous: bool = False) -> Runner:
+    runner = Runner(log)
+    runner.scheduler_config.async_scheduling = asynchronous
     runner.setup_bursts(decode_steps)
+    return runner
+
+
+def _step(runner: Runner, steps: int, host_computed: list[int] | None = None) -> Any:
+    """One scheduler step, as vLLM's engine core calls the runner: execute_model, then sample_tokens."""
     output = SimpleNamespace(total_num_scheduled_tokens=3, **{PLAN_ATTRIBUTE: BurstPlan(steps)})
+    if host_computed is not None:
+        output.host_computed = host_computed
     runner.execute_model(output)
-    return runner, runner.sample_tokens(None)
+    return runner.sample_tokens(None)
+
+
+def _burst(log: list[str], steps: int, decode_steps: int = 4) -> tuple[Runner, Any]:
+    runner = _runner(log, decode_steps)
+    return runner, _step(runner, steps)
 
 
 def _expected(steps: int) -> list[list[int]]:
@@ -189,34 +252,70 @@ def _expected(steps: int) -> list[list[int]]:
 
 
 @pytest.mark.parametrize("steps", [2, 4])
-def test_a_burst_feeds_each_sampled_token_to_the_next_step(stand_ins: list[Any], steps: int) -> None:
-    runner, _ = _burst(steps)
-    ((output, tokens),) = stand_ins
-    assert tokens.tolist() == _expected(steps)  # [num_reqs, steps]: request i's burst in row i
-    assert output.req_ids == ["a", "b", "c"] and output.req_id_to_index == {"a": 0, "b": 1, "c": 2}
-    # each further step's attention metadata saw the host bound one higher, without a read of the device
-    assert runner.bounds == [[c + 1 + step for c in COMPUTED] for step in range(1, steps)]
+def test_a_burst_feeds_each_sampled_token_to_the_next_step(stand_ins: list[str], steps: int) -> None:
+    runner, result = _burst(stand_ins, steps)
+    assert isinstance(result, gpu_burst.BurstOutput)
+    assert result.tokens.tolist() == _expected(steps)  # [num_reqs, steps]: request i's burst in row i
+    # each step's attention metadata saw the host bound one higher, without a read of the device, and exact
+    assert runner.bounds == [[c + 1 + step for c in COMPUTED] for step in range(steps)]
+    assert runner.bounds == runner.device_seq_lens
     assert runner.num_computed[SLOTS].tolist() == [c + steps for c in COMPUTED]  # the state K = 1 would leave
     assert runner.hosts_sampling == 0 and runner.execute_model_state is None
+    # One copy of all the steps' tokens, on the copy stream after the main stream; read when vLLM asks.
+    assert stand_ins == ["forward"] * steps + ["on copy", "copy waits for main", "copy event recorded on copy"]
+    output = result.get_output()
+    assert stand_ins[-1] == "host waits for the copy"
+    assert output.sampled_token_ids == _expected(steps)
+    assert output.req_ids == ["a", "b", "c"] and output.req_id_to_index == {"a": 0, "b": 1, "c": 2}
+    counts = counters()
+    assert (counts["bursts"], counts["burst_steps"], counts["burst_device_us"]) == (1, steps, 500)
+    assert counts.get("bursts_cut_short", 0) == (steps < 4)
 
 
-def test_single_steps_and_blocked_bursts_are_vllms_own(stand_ins: list[Any]) -> None:
-    runner, result = _burst(1, decode_steps=4)  # the scheduler planned one step (prefill, logprobs, ...)
-    assert result == "vLLM's own sampling" and stand_ins == []
-    runner = Runner()
-    runner.setup_bursts(4)
-    runner.supports_mm_inputs = True  # what only the runner knows blocks the burst: one step, counted
-    runner.execute_model(SimpleNamespace(total_num_scheduled_tokens=3, **{PLAN_ATTRIBUTE: BurstPlan(4)}))
-    assert runner.sample_tokens(None) == "vLLM's own sampling" and stand_ins == []
-    assert counters().get("burst_single_steps") == 2
+def test_with_async_scheduling_the_next_burst_is_queued_before_any_token_is_read(stand_ins: list[str]) -> None:
+    """vLLM's async scheduling: the engine core schedules the next step before reading this burst's output; the
+    scheduler reserved the burst's 4 tokens (its computed-token counts are 4 ahead), the next step's first input is
+    the burst's last token, taken from the device. Both bursts' tokens continue K = 1's recurrence; the host's
+    bound equals the device's sequence lengths at every step; no host wait until vLLM reads the outputs, in order."""
+    runner = _runner(stand_ins, decode_steps=4, asynchronous=True)
+    first = _step(runner, 4)
+    second = _step(runner, 3, host_computed=[c + 4 for c in COMPUTED])  # the placeholders' reservation
+    copy = ["on copy", "copy waits for main", "copy event recorded on copy"]
+    assert stand_ins == ["forward"] * 4 + copy + ["forward"] * 3 + copy  # queued, nothing read yet
+    outputs = [first.get_output(), second.get_output()]
+    assert stand_ins[-2:] == ["host waits for the copy"] * 2
+    joined = [a + b for a, b in zip(*(output.sampled_token_ids for output in outputs), strict=True)]
+    assert joined == _expected(7)
+    assert runner.bounds == runner.device_seq_lens == [[c + 1 + step for c in COMPUTED] for step in range(7)]
+    counts = counters()
+    assert (counts["bursts"], counts["burst_steps"], counts["bursts_cut_short"]) == (2, 7, 1)
+
+
+def test_the_runner_refuses_async_scheduling_only_where_bursts_do_not_compose_with_it(stand_ins: list[str]) -> None:
+    _runner(stand_ins, asynchronous=True)  # CUDA's BurstRunner: composes
+    not_built = type("NotBuilt", (Runner,), {"bursts_with_async_scheduling": False})
+    runner = not_built(stand_ins)
     runner.scheduler_config.async_scheduling = True
-    with pytest.raises(ValueError, match="without vLLM's async scheduling"):
+    with pytest.raises(ValueError, match=r"runs without vLLM's async scheduling: pass --no-async-scheduling"):
         runner.setup_bursts(4)
+    runner.setup_bursts(1)  # one step per round trip: nothing to refuse
 
 
-def test_stale_input_broken_variant_gives_other_tokens(stand_ins: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_single_steps_and_blocked_bursts_are_vllms_own(stand_ins: list[str]) -> None:
+    runner, result = _burst(stand_ins, 1, decode_steps=4)  # the scheduler planned one step (prefill, logprobs, ...)
+    assert result == "vLLM's own sampling" and stand_ins == ["forward"]
+    runner = _runner(stand_ins, 4)
+    runner.supports_mm_inputs = True  # what only the runner knows blocks the burst: one step, counted
+    assert _step(runner, 4) == "vLLM's own sampling" and stand_ins == ["forward"] * 2
+    assert counters().get("burst_single_steps") == 2
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_stale_input_broken_variant_gives_other_tokens(
+    stand_ins: list[str], monkeypatch: pytest.MonkeyPatch, asynchronous: bool
+) -> None:
     monkeypatch.setenv("ASCEND_GRAPH_UNSAFE_BURST_STALE_INPUT", "1")
-    _burst(4)
-    ((_, tokens),) = stand_ins
-    assert tokens[:, 0].tolist() == [row[0] for row in _expected(4)]  # the first step is vLLM's, unchanged
-    assert tokens.tolist() != _expected(4)
+    runner = _runner(stand_ins, 4, asynchronous)
+    tokens = _step(runner, 4).get_output().sampled_token_ids
+    assert [row[0] for row in tokens] == [row[0] for row in _expected(4)]  # the first step is vLLM's, unchanged
+    assert tokens != _expected(4)

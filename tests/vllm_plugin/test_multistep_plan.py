@@ -144,16 +144,18 @@ def test_burst_plan_counts_tokens_still_in_flight_under_async_scheduling() -> No
     assert _plan({"a": done}) == BurstPlan(1, "max_tokens")
 
 
-def _accounting(asynchronous: bool, computed: int, placeholders: int, stale: int = 0) -> Any:
+def _accounting(asynchronous: bool, computed: int, placeholders: int, stale: int = 0, version: str = "0.32.0") -> Any:
+    """The scheduler's accounting over stand-ins; `stale` is the request's stale mark of that vLLM version (0.32:
+    stale tokens; 0.26: outputs to discard, and the other field absent, as in that version's Request)."""
     from types import SimpleNamespace
 
-    from ascend_graph.vllm_plugin.multistep import AsyncMultiStepScheduler, MultiStepScheduler
+    from ascend_graph.vllm_plugin.multistep import AsyncMultiStepScheduler, MultiStepScheduler, stale_counted_in_tokens
 
     cls = AsyncMultiStepScheduler if asynchronous else MultiStepScheduler
-    scheduler = SimpleNamespace(reserves_placeholders=cls.reserves_placeholders)
-    request = SimpleNamespace(
-        num_computed_tokens=computed, num_output_placeholders=placeholders, num_stale_output_tokens=stale
-    )
+    in_tokens = stale_counted_in_tokens(version)
+    scheduler = SimpleNamespace(reserves_placeholders=cls.reserves_placeholders, stale_in_tokens=in_tokens)
+    mark = {"num_stale_output_tokens": stale} if in_tokens else {"async_tokens_to_discard": stale}
+    request = SimpleNamespace(num_computed_tokens=computed, num_output_placeholders=placeholders, **mark)
     return scheduler, request, cls._account_burst
 
 
@@ -177,3 +179,75 @@ def test_burst_accounting_synchronous_and_with_placeholders() -> None:
     scheduler, request, account = _accounting(True, computed=0, placeholders=0, stale=1)
     account(scheduler, request, 4, 2)
     assert (request.num_computed_tokens, request.num_output_placeholders) == (0, 0)
+
+
+def test_burst_accounting_reads_the_stale_mark_of_each_vllm_version() -> None:
+    """vLLM 0.26 (the CUDA lane) marks a preempted request's in-flight outputs as outputs to discard
+    (`async_tokens_to_discard`), 0.32 as stale tokens; the rollback skips a stale output in both. 0.26's ordinary
+    preemption resets the computed tokens and keeps the output: the rollback leaves them at zero."""
+    from ascend_graph.vllm_plugin.multistep import stale_counted_in_tokens
+
+    assert not stale_counted_in_tokens("0.26.0") and stale_counted_in_tokens("0.32.0+cpu")
+    scheduler, request, account = _accounting(True, computed=0, placeholders=0, stale=1, version="0.26.0")
+    account(scheduler, request, 4, 4)  # discarded by vLLM's AsyncScheduler: nothing to roll back
+    assert (request.num_computed_tokens, request.num_output_placeholders) == (0, 0)
+    scheduler, request, account = _accounting(True, computed=25, placeholders=5, version="0.26.0")
+    account(scheduler, request, 4, 2)
+    assert (request.num_computed_tokens, request.num_output_placeholders) == (23, 3)
+    scheduler, request, account = _accounting(True, computed=0, placeholders=5, version="0.26.0")  # preempted
+    account(scheduler, request, 4, 2)
+    assert (request.num_computed_tokens, request.num_output_placeholders) == (0, 3)
+
+
+class _Vllm026ResetScheduler:
+    """Stands in for vLLM 0.26's scheduler around a prefix-cache reset (scheduler.py:2326-2354): every running
+    request preempted, as many in-flight outputs marked for discarding as it has placeholders."""
+
+    def __init__(self, requests: dict[str, Any]) -> None:
+        self.requests = requests
+        self.running = list(requests.values())
+
+    def reset_prefix_cache(self, reset_running_requests: bool = False, reset_connector: bool = False) -> bool:
+        if reset_running_requests:
+            for request in self.running:
+                request.async_tokens_to_discard = request.num_output_placeholders
+                request.num_output_placeholders = 0
+            self.running = []
+        return True
+
+    def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> None:
+        pass
+
+
+def test_a_prefix_cache_reset_on_vllm_026_discards_the_outputs_in_flight_not_their_tokens() -> None:
+    """Two bursts of 4 and a step of 1 in flight: 9 placeholders, 3 outputs. vLLM 0.26 would discard 9 outputs (the
+    6 after these three being live ones); the scheduler corrects it to 3. Outputs that come back drain the count
+    of extra placeholders in flight; 0.32 (stale tokens) and a reset that keeps the running requests are untouched."""
+    from types import SimpleNamespace
+
+    from ascend_graph.vllm_plugin.multistep import PLAN_ATTRIBUTE, AsyncMultiStepScheduler, BurstPlan, _BurstScheduling
+
+    cls = type("Scheduler", (_BurstScheduling, _Vllm026ResetScheduler), {"reserves_placeholders": True})
+
+    def scheduler(version_in_tokens: bool) -> Any:
+        request = SimpleNamespace(request_id="a", num_output_placeholders=9, async_tokens_to_discard=0)
+        made = object.__new__(cls)  # the burst rules' __init__ reads a vllm_config: its fields are set here
+        _Vllm026ResetScheduler.__init__(made, {"a": request})
+        made.stale_in_tokens, made.extra_in_flight = version_in_tokens, {"a": 6}
+        return made, request
+
+    made, request = scheduler(False)
+    made.reset_prefix_cache(reset_running_requests=False)
+    assert request.async_tokens_to_discard == 0 and request.num_output_placeholders == 9
+    made.reset_prefix_cache(reset_running_requests=True)
+    assert request.async_tokens_to_discard == 3 and request.num_output_placeholders == 0
+    made, request = scheduler(True)
+    made.reset_prefix_cache(True)
+    assert request.async_tokens_to_discard == 9  # 0.32 marks stale tokens instead; this field is not its own
+    # Each burst output that comes back takes its extra placeholders out of the count, whatever became of it.
+    output = SimpleNamespace(num_scheduled_tokens={"a": 1}, **{PLAN_ATTRIBUTE: BurstPlan(4)})
+    made.update_from_output(output, SimpleNamespace(sampled_token_ids=[]))
+    assert made.extra_in_flight == {"a": 3}
+    made.update_from_output(output, SimpleNamespace(sampled_token_ids=[]))
+    assert made.extra_in_flight == {}
+    assert AsyncMultiStepScheduler.reserves_placeholders

@@ -262,3 +262,12 @@ def test_a_batch_that_is_not_decode_only_runs_one_step(ascend: Any) -> None:
     assert _burst(runner, 4, attn_state="PrefillNoCache") == "vllm-ascend's own sampling"
     assert ascend.copies == [] and counters().get("burst_single_steps") == 1
     assert [entry[0] for entry in ascend.log].count("replay") == 1  # the first step's, vllm-ascend's execute_model
+
+
+def test_bursts_refuse_vllms_async_scheduling_on_ascend(ascend: Any) -> None:
+    """Bursts with vLLM's async scheduling are built for CUDA only: the Ascend runner refuses it, naming the flag
+    (its platform refuses first, test_platforms.py)."""
+    runner = ascend.make()
+    runner.scheduler_config.async_scheduling = True
+    with pytest.raises(ValueError, match=r"runs without vLLM's async scheduling: pass --no-async-scheduling"):
+        runner.setup_bursts(4)

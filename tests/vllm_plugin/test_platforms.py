@@ -231,13 +231,14 @@ def test_accelerator_platforms_call_order_over_stand_in_hosts(
         assert _HostPlatform.calls == ["host hook"] * 2
 
 
-def test_cuda_decode_steps_runs_without_async_scheduling_and_refuses_what_bursts_cannot_serve(
+def test_cuda_decode_steps_follows_async_scheduling_and_refuses_what_bursts_cannot_serve(
     monkeypatch: pytest.MonkeyPatch, model_dir: Path
 ) -> None:
     """decode_steps > 1 on CUDA (stand-in host): ascend_graph's scheduler with vLLM's async scheduling off, as the
-    user set it; with it on (vLLM's default) refused naming the flag, never changed; what a burst cannot serve is
-    refused naming the setting; eager runs ignore it. Ascend (stand-in vllm-ascend) the same, in ascend_graph's runner
-    over vllm-ascend's Model Runner V2 only (refused without it, naming VLLM_USE_V2_MODEL_RUNNER)."""
+    user set it, and its async scheduler (placeholders) with it on (vLLM's default), never changed; what a burst
+    cannot serve is refused naming the setting; eager runs ignore it. Ascend (stand-in vllm-ascend): in ascend_graph's
+    runner over vllm-ascend's Model Runner V2 only (refused without it, naming VLLM_USE_V2_MODEL_RUNNER), and
+    without async scheduling only (refused with it, naming the flag)."""
     platform = _stand_in_platform(
         monkeypatch, "platform_cuda", "vllm.platforms.cuda", "CudaPlatform", "AscendGraphCudaPlatform"
     )
@@ -255,8 +256,13 @@ def test_cuda_decode_steps_runs_without_async_scheduling_and_refuses_what_bursts
     assert config.additional_config["ascend_graph"]["mode"] == "sync"
     assert config.parallel_config.worker_cls == "ascend_graph.vllm_plugin.gpu_worker.AscendGraphGPUWorker"
 
+    config = configured({}, True)  # vLLM's async scheduling kept: mode "forward-async", the placeholder scheduler
+    platform.check_and_update_config(config)
+    assert config.scheduler_config.scheduler_cls == "ascend_graph.vllm_plugin.multistep.AsyncMultiStepScheduler"
+    assert config.scheduler_config.async_scheduling is True
+    assert config.additional_config["ascend_graph"]["mode"] == "forward-async"
+
     for section, overlap, problem in (
-        ({}, True, r"async scheduling, which is on here .*pass --no-async-scheduling \(async_scheduling=False\)"),
         ({"mode": "sync"}, True, r"mode='sync' runs without vLLM's async scheduling.*--no-async-scheduling"),
         ({"graph_runner": "vllm"}, False, r"graph_runner 'vllm' \(bursts run in ascend_graph's runner\)"),
     ):
