@@ -65,6 +65,11 @@ def named_configs(pass_names: tuple[str, ...]) -> dict[str, BenchConfig]:
             for k in (4, 8)
         },
         "ag-forward-async": BenchConfig("ag-forward-async", True, _ag({"mode": "forward-async"})),
+        # issue 25 with vLLM's async scheduling on (its default): bursts composed with forward-async
+        **{
+            f"ag-fa-k{k}": BenchConfig(f"ag-fa-k{k}", True, _ag({"mode": "forward-async", "decode_steps": k}))
+            for k in (4, 8)
+        },
         "ag-fa-passes-all": BenchConfig("ag-fa-passes-all", True, _ag({"mode": "forward-async", "passes": "all"})),
     }
     for name in pass_names:

@@ -32,6 +32,16 @@ def test_decode_steps_configs_run_sync_without_async_scheduling() -> None:
         assert (options.mode, options.decode_steps, args["async_scheduling"]) == ("sync", steps, False), name
 
 
+def test_decode_steps_configs_with_async_scheduling_run_forward_async() -> None:
+    """ag-fa-k4 / -k8: decode_steps > 1 over vLLM's async scheduling (left at vLLM's default), mode forward-async."""
+    from ascend_graph.vllm_plugin.options import AscendGraphOptions
+
+    for name, steps in (("ag-forward-async", 1), ("ag-fa-k4", 4), ("ag-fa-k8", 8)):
+        args = TABLE[name].llm_args
+        options = AscendGraphOptions.parse(args["additional_config"])
+        assert (options.mode, options.decode_steps, "async_scheduling" in args) == ("forward-async", steps, False), name
+
+
 def test_split_specs_keeps_json_commas_inside_braces() -> None:
     text = 'stock, fa4=ag:{"mode": "forward-async", "passes": ["a", "b"]},ag-sync'
     assert split_specs(text) == ["stock", 'fa4=ag:{"mode": "forward-async", "passes": ["a", "b"]}', "ag-sync"]
