@@ -11,6 +11,9 @@ Variants per site (all bfloat16):
   (streamed norm, silu_mul) for gate_up, decode_linear(residual) for o_proj and down (lm_head: none); block sizes
   from kernels/decode_tuning.py for the site's shape at this token count.
 - `triton_fused_exact` (qkv, gate_up): the same configuration with the exact-rounding norm (two passes over x).
+- `triton_fused_sq2d`, `triton_fused_stages4`, `triton_fused_k256`, `triton_fused_k256w4` (qkv, gate_up): the
+  streamed norm in the configurations of kernels/decode_tuning.py's NORM_VARIANTS (issue 26: why the norm prologue
+  doubles the GEMV's time), each where it applies at the token count (the 256-wide ones at one token only).
 - `triton_fused_f534d05`: the fused kernel as f534d05 ran it (exact-rounding norm, its block sizes), the
   "fused" column of docs/results.md; for o_proj and down only where the configuration changed since.
 - `cublas_silu`, `triton_silu` (gate_up): F.linear + silu_and_mul against decode_gate_up_silu, no norm: the
@@ -45,7 +48,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from ascend_graph.kernels import decode_triton
-from ascend_graph.kernels.decode_tuning import DecodeConfig, GemvShape, autotune_candidates, config_for, default_config
+from ascend_graph.kernels.decode_tuning import (
+    NORM_VARIANTS,
+    DecodeConfig,
+    GemvShape,
+    autotune_candidates,
+    config_for,
+    default_config,
+    norm_variant_config,
+)
 
 from bench.common import environment
 from bench.decode_step import copy_bandwidth
@@ -158,6 +169,10 @@ def _norm_variants(site: Site, inputs: Inputs, config: DecodeConfig) -> dict[str
         "triton_fused_exact": fused(True, config),
         "triton_fused_f534d05": fused(True, f534d05_config(site)),
     }
+    for name in NORM_VARIANTS:
+        variant_config = norm_variant_config(fused_shape(site, x.shape[0]), name)
+        if variant_config is not None:
+            variants[f"triton_fused_{name}"] = fused(False, variant_config)
     if silu:  # SiLU-mul alone, without the norm: decode_gate_up_silu against cuBLAS + silu_and_mul
         silu_config = config_for(GemvShape(site.out, site.k, x.shape[0], 2))
         variants["cublas_silu"] = Variant(lambda w: ops.silu_and_mul(*F.linear(x, w).chunk(2, dim=-1)))

@@ -126,7 +126,7 @@ def rms_norm_qkv_rope_kernel(
             owned_rows = rows < tl.where((k0 // BLOCK_K) % tl.num_programs(0) == pid, M, 0)
             x, tile_squares = _streamed_x_tile(
                 x_ptr, res_ptr, nw_ptr, total_ptr, rows, m_mask, ks, k_mask, K, x_stride, res_stride, owned_rows,
-                row_one, HAS_RESIDUAL, FP32_SUM,
+                row_one, HAS_RESIDUAL, FP32_SUM, False, False,
             )  # fmt: skip
             squares += tile_squares
         else:

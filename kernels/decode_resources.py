@@ -1,8 +1,10 @@
 """What the decode kernel (`kernels/decode_triton_kernel.py`) costs on a Hopper GPU, read off the compiler without
 one: Triton compiles it for sm_90 here (its wheel carries ptxas and cuobjdump) with the specialisation its JIT
 gives a real call (16-aligned pointers and sizes, one token a constant), and the cubin's resource report gives
-registers, stack (spills) and shared memory. That is how the block-size rules of `kernels/decode_tuning.py` were
-checked, and how a test keeps them free of spills; it says nothing about time.
+registers, stack (spills) and shared memory; `hopper_k_loop` counts what a step of the compiled K loop does (loads
+waited for or pipelined, layout conversions, reductions). That is how the block-size rules of
+`kernels/decode_tuning.py` and its NORM_VARIANTS were checked, and how tests keep them free of spills and their
+loads pipelined; it says nothing about time.
 
 Seen this way (Triton 3.6, the H100 lane's, and 3.9, this machine's; bf16, sm_90): every load of the K loop is
 software-pipelined through shared memory (cp.async, `LDGSTS` in the SASS; none without the 16-alignment
@@ -17,6 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -43,7 +46,8 @@ def _signature(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig, d
     ints = dict(zip(_INTS, (shape.tokens, shape.n, shape.k, shape.k, shape.k, shape.k, shape.n, shape.n), strict=True))
     signature = {name: f"*{dtype}" if name.endswith("_ptr") else "i32" for name in names[:15]} | {"eps": "fp32"}
     constants: dict[str, object] = {
-        **flags, "BLOCK_M": shape.block_m, "BLOCK_N": config.block_n, "BLOCK_K": min(config.block_k, shape.k),
+        **flags, "SQUARES_2D": config.squares_2d, "NW_TILE": config.nw_tile, "BLOCK_M": shape.block_m,
+        "BLOCK_N": config.block_n, "BLOCK_K": min(config.block_k, shape.k),
     }  # fmt: skip
     if shape.tokens == 1:  # the JIT makes an int argument equal to 1 a constant
         constants["M"] = 1
@@ -60,6 +64,32 @@ def _signature(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig, d
 def hopper_resources(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig, dtype: str = "bf16") -> Resources:
     """Compile the kernel for sm_90 with these compile-time `flags` (launch's NORM .. IEEE) and read its resources."""
     return _compiled_resources(_signature(shape, flags, config, dtype), config)
+
+
+@dataclass(frozen=True)
+class KLoop:
+    """What one step of the compiled kernel's (first) K loop does, counted in its TTGIR (Triton's GPU IR):
+    global loads waited for in the step (`tt.load`: not software-pipelined), loads pipelined through shared
+    memory (cp.async), layout conversions, reductions (`tl.sum`)."""
+
+    waited_loads: int
+    pipelined_loads: int
+    layout_conversions: int
+    reductions: int
+
+
+def hopper_k_loop(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig, dtype: str = "bf16") -> KLoop:
+    """Compile the kernel for sm_90 as `hopper_resources` does and count what the last K loop's step does (the
+    exact norm's first pass is a loop of its own before the GEMV's)."""
+    ttgir = _compile(_signature(shape, flags, config, dtype), config).asm["ttgir"]
+    body = ttgir[ttgir.rindex("scf.for") :]
+    body = body[: body.index("scf.yield")]
+    return KLoop(
+        len(re.findall(r"= tt\.load ", body)),
+        len(re.findall(r"ttg\.async_copy_global_to_local", body)),
+        len(re.findall(r"ttg\.convert_layout", body)),
+        len(re.findall(r'"tt\.reduce"', body)),
+    )
 
 
 def qkv_rope_hopper_resources(
@@ -91,9 +121,13 @@ def qkv_rope_hopper_resources(
     return _compiled_resources(ASTSource(kernel, signature, constants, aligned), config)
 
 
+def _compile(source: ASTSource, config: DecodeConfig) -> Any:
+    return triton.compile(source, target=HOPPER, options={"num_warps": config.num_warps,
+                                                           "num_stages": config.num_stages})  # fmt: skip
+
+
 def _compiled_resources(source: ASTSource, config: DecodeConfig) -> Resources:
-    kernel = triton.compile(source, target=HOPPER, options={"num_warps": config.num_warps,
-                                                             "num_stages": config.num_stages})  # fmt: skip
+    kernel = _compile(source, config)
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     with tempfile.TemporaryDirectory() as folder:
         cubin = Path(folder) / "kernel.cubin"

@@ -126,6 +126,8 @@ def launch(
             x.dtype, norm=norm_weight is not None, exact_rounding=exact_rounding, residual=residual is not None,
             fp32_sum=fp32_sum, silu_mul=silu_mul, add=add is not None,
         ),
+        SQUARES_2D=config.squares_2d,
+        NW_TILE=config.nw_tile,
         BLOCK_M=shape.block_m,
         BLOCK_N=config.block_n,
         BLOCK_K=min(config.block_k, max(16, triton.next_power_of_2(shape.k))),

@@ -76,10 +76,19 @@ def _streamed_x_tile(
     row_one,
     HAS_RESIDUAL: tl.constexpr,
     FP32_SUM: tl.constexpr,
+    SQUARES_2D: tl.constexpr,
+    NW_TILE: tl.constexpr,
 ):
-    """The streamed norm's slice: ((x + residual) * norm_weight in x's dtype, the slice's sum of squares per
-    token); the programs scale by rstd in the epilogue. The slice's owner (`owned_rows`: all M rows there, none
-    elsewhere) stores x + residual. `row_one`: see decode_linear_kernel."""
+    """The streamed norm's slice: ((x + residual) * norm_weight in x's dtype, the slice's squares: their sum per
+    token, or with SQUARES_2D the [BLOCK_M, BLOCK_K] squares themselves, for the caller to add elementwise and
+    reduce once after the K loop); the programs scale by rstd in the epilogue. The slice's owner (`owned_rows`: all
+    M rows there, none elsewhere) stores x + residual. `row_one`: see decode_linear_kernel.
+
+    NW_TILE loads the norm weight once per token row, as a [BLOCK_M, BLOCK_K] tile shaped like x's (0 on the
+    padding rows, where x is 0 too): a [BLOCK_K] vector gets Triton's own 1-D layout, which at BLOCK_K 256 and 8
+    warps is one bf16 per thread, too small for cp.async, so that load was not pipelined but waited for in every
+    K step, then converted to x's layout through shared memory (Triton 3.9, sm_90, compiled here; the tile is
+    pipelined like x). It costs a tile of shared memory per stage."""
     mask = m_mask[:, None] & k_mask[None, :]
     x = tl.load(x_ptr + rows[:, None] * x_stride + ks[None, :], mask=mask, other=0.0)
     base = x.to(tl.float32)
@@ -89,8 +98,14 @@ def _streamed_x_tile(
         if not FP32_SUM:
             base = base.to(x.dtype).to(tl.float32)
     tl.store(total_ptr + rows[:, None] * K + ks[None, :], base.to(x.dtype), mask=mask & owned_rows[:, None])
-    nw = tl.load(nw_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)
-    return (base * row_one[:, None] * nw[None, :]).to(x.dtype), tl.sum(base * base, axis=1)
+    if NW_TILE:
+        nw = tl.load(nw_ptr + ks[None, :] + 0 * rows[:, None], mask=mask, other=0.0).to(tl.float32)
+    else:
+        nw = tl.load(nw_ptr + ks, mask=k_mask, other=0.0).to(tl.float32)[None, :]
+    squares = base * base
+    if not SQUARES_2D:
+        squares = tl.sum(squares, axis=1)
+    return (base * row_one[:, None] * nw).to(x.dtype), squares
 
 
 @triton.jit
@@ -194,6 +209,8 @@ def decode_linear_kernel(
     SILU_MUL: tl.constexpr,
     ADD_OUT: tl.constexpr,
     IEEE: tl.constexpr,
+    SQUARES_2D: tl.constexpr,
+    NW_TILE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -217,7 +234,10 @@ def decode_linear_kernel(
     up_rows = w_ptr + (cols.to(tl.int64) + up_offset)[:, None] * w_stride
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_up = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    squares = tl.zeros((BLOCK_M,), tl.float32)
+    if SQUARES_2D:  # the streamed norm's squares, added elementwise per K step, reduced after the loop
+        squares = tl.zeros((BLOCK_M, BLOCK_K), tl.float32)
+    else:
+        squares = tl.zeros((BLOCK_M,), tl.float32)
     # 1 per token row (0 on the padding, which is 0 anyway). Multiplying the streamed slice by it changes no value
     # but keeps Triton from hoisting the conversion to the tensor-core operand layout above the norm's
     # arithmetic: hoisted, every warp computed the whole [BLOCK_M, BLOCK_K] slice in float32 (that layout
@@ -233,7 +253,7 @@ def decode_linear_kernel(
             owned_rows = rows < tl.where((k0 // BLOCK_K) % tl.num_programs(0) == pid, M, 0)
             x, tile_squares = _streamed_x_tile(
                 x_ptr, res_ptr, nw_ptr, total_ptr, rows, m_mask, ks, k_mask, K, x_stride, res_stride, owned_rows,
-                row_one, HAS_RESIDUAL, FP32_SUM,
+                row_one, HAS_RESIDUAL, FP32_SUM, SQUARES_2D, NW_TILE,
             )  # fmt: skip
             squares += tile_squares
         else:
@@ -247,7 +267,11 @@ def decode_linear_kernel(
             acc_up = _dot_t(x, tl.load(up_rows + ks[None, :], mask=w_mask, other=0.0), acc_up, IEEE)
     if STREAM_NORM:
         # W @ (RMSNorm(s) * nw) = rstd * (W @ (s * nw)): rstd is a per-token scalar.
-        scale = tl.rsqrt(squares / K + eps)[:, None]
+        if SQUARES_2D:
+            row_squares = tl.sum(squares, axis=1)
+        else:
+            row_squares = squares
+        scale = tl.rsqrt(row_squares / K + eps)[:, None]
         acc = acc * scale
         acc_up = acc_up * scale
     _store_output(acc, acc_up, out_ptr, add_ptr, rows, m_mask, cols, n_mask, N, add_stride, SILU_MUL, ADD_OUT)

@@ -94,12 +94,21 @@ class GemvShape:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """One launch configuration of the decode GEMV kernel."""
+    """One launch configuration of the decode GEMV kernel.
+
+    Two switches of the streamed RMSNorm prologue's K loop (ignored without it), off by default, variants for the
+    device to measure (issue 26; unmeasured so far, see `NORM_VARIANTS`): squares_2d adds each step's squares
+    elementwise into a [BLOCK_M, BLOCK_K] float32 tile reduced once after the loop, instead of a per-token sum
+    (warp shuffles) in every step; nw_tile loads the norm weight as a tile shaped like x's slice, which keeps that
+    load pipelined where Triton's layout for the [BLOCK_K] vector would not (decode_triton_kernel._streamed_x_tile).
+    """
 
     block_n: int
     block_k: int
     num_warps: int = 4
     num_stages: int = 3
+    squares_2d: bool = False
+    nw_tile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("block_n", "block_k"):
@@ -180,7 +189,7 @@ def config_for(shape: GemvShape, table: Mapping[GemvShape, DecodeConfig] = TUNED
 def autotune_candidates(shape: GemvShape) -> list[DecodeConfig]:
     """The few configurations `bench/decode_kernels.py --autotune` tries for one shape, the default first: each
     costs a compilation, so the set is small (row blocks x K blocks, the default one stage deeper and with the
-    other warp count), and none over the shared-memory budget."""
+    other warp count, and for the streamed norm its `NORM_VARIANTS`), and none over the shared-memory budget."""
     default = default_config(shape)
     other_warps = 4 if default.num_warps == 8 else 8
     candidates = [default, replace(default, num_warps=other_warps)]
@@ -194,6 +203,55 @@ def autotune_candidates(shape: GemvShape) -> list[DecodeConfig]:
             if block_k > max(MIN_BLOCK, shape.k):
                 continue
             config = DecodeConfig(block_n, block_k, _warps(shape, block_n, block_k), _stages(shape, block_n, block_k))
+            if shape.norm and block_k == MAX_BLOCK_K:  # else the norm weight's load is not pipelined (NORM_VARIANTS)
+                config = replace(config, nw_tile=True)
+                config = replace(config, num_stages=_nw_tile_stages(shape, config))
             if config not in candidates:
                 candidates.append(config)
+    variants = [norm_variant_config(shape, variant) for variant in NORM_VARIANTS] if shape.norm else []
+    candidates += [config for config in variants if config is not None and config not in candidates]
     return candidates
+
+
+# Variants of the streamed-norm configuration that its compiled sm_90 code suggested (issue 26,
+# docs/decode-norm-prologue.md), for bench/decode_kernels.py to time beside the default and for --autotune to try;
+# none is measured yet. Compiled by Triton 3.9 and 3.6 (the H100 lane's), the default norm loop (BLOCK_K 128, 8 warps)
+# has the plain GEMV's loop structure (every load cp.async-pipelined, two barriers a step, no shared-memory
+# reduction: the per-token sum is four warp shuffles) at half its K width: twice the steps, half the weight bytes
+# in flight. The H100 figures fit a cost per step that does not depend on its bytes (8B qkv at one token: plain 16
+# steps of 8 KB in 20.0 us, norm 32 steps of 4 KB in 42.4 us; 8B gate-up's norm, 32 steps of 16 KB: 71.1 us, the
+# plain GEMV's time).
+# - sq2d: the default with squares_2d (the shuffles leave the loop; 0-30 more registers, no spills).
+# - stages4: the default one stage deeper (three weight tiles in flight instead of two).
+# - k256, k256w4: 256-wide K steps (half the steps) at 8 and 4 warps, with nw_tile (without it the 8-warp loop
+#   waits every step for an unpipelined norm-weight load) and squares_2d, at one token only: that is the
+#   combination ptxas compiled without spills at all four Qwen3 sites under both Tritons (100-226 registers);
+#   without squares_2d, or at 8 tokens, it spilled 16-24 bytes at some of them (Triton 3.9), at 32 tokens at all.
+NORM_VARIANTS = ("sq2d", "stages4", "k256", "k256w4")
+
+
+def norm_variant_config(shape: GemvShape, variant: str) -> DecodeConfig | None:
+    """The configuration of one of `NORM_VARIANTS` for a streamed-norm shape, or None where it does not apply (no
+    K loop to pipeline deeper, more than one token or K < 256 for the 256-wide ones, stages over the budget)."""
+    if variant not in NORM_VARIANTS:
+        raise ValueError(f"norm variant must be one of {NORM_VARIANTS}, got {variant!r}")
+    default = default_config(shape)
+    if variant == "sq2d":
+        return replace(default, squares_2d=True)
+    if variant == "stages4":
+        fits = 4 * stage_bytes(shape, default.block_n, default.block_k) <= SHARED_BUDGET
+        return replace(default, num_stages=4) if default.num_stages > 1 and fits else None
+    if shape.k < MAX_BLOCK_K or shape.tokens > 1:
+        return None
+    warps = 8 if variant == "k256" else 4
+    wide = replace(default, block_k=MAX_BLOCK_K, num_warps=warps, squares_2d=True, nw_tile=True)
+    return replace(wide, num_stages=_nw_tile_stages(shape, wide))
+
+
+def _nw_tile_stages(shape: GemvShape, config: DecodeConfig) -> int:
+    """`config`'s stages, fewer where they would not fit the budget with the norm weight's tile in each."""
+    nw_tile_bytes = shape.block_m * config.block_k * shape.element_size
+    stages = config.num_stages
+    while stages > 1 and stages * (stage_bytes(shape, config.block_n, config.block_k) + nw_tile_bytes) > SHARED_BUDGET:
+        stages -= 1
+    return stages

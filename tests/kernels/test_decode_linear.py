@@ -16,6 +16,7 @@ import torch
 from ascend_graph.kernels import decode_ops
 from ascend_graph.kernels.decode_tuning import (
     HOPPER_SMS,
+    NORM_VARIANTS,
     SHARED_BUDGET,
     DecodeConfig,
     GemvShape,
@@ -215,7 +216,7 @@ def test_tuning_grows_the_weight_tile_with_the_tokens_it_streams_beside() -> Non
 )
 def test_autotune_candidates_start_with_the_default_and_fit_shared_memory(shape: GemvShape) -> None:
     candidates = autotune_candidates(shape)
-    assert candidates[0] == default_config(shape) and len(set(candidates)) == len(candidates) <= 10
+    assert candidates[0] == default_config(shape) and len(set(candidates)) == len(candidates) <= 12
     assert all(c.num_stages * stage_bytes(shape, c.block_n, c.block_k) <= SHARED_BUDGET for c in candidates)
 
 
@@ -335,7 +336,8 @@ def check_bench_variants(device: str) -> None:
             assert variant.config is not None, name
             got, expected = variant.call(weights[0]), variants[counterpart.get(name, "unfused")].call(weights[0])
             expected = expected[0] if isinstance(expected, tuple) else expected
-            assert_close(got[0], expected, torch.bfloat16, f"{site.kind} {name}", streamed=name == "triton_fused")
+            streamed = name == "triton_fused" or name.removeprefix("triton_fused_") in NORM_VARIANTS
+            assert_close(got[0], expected, torch.bfloat16, f"{site.kind} {name}", streamed=streamed)
 
 
 def test_decode_kernel_maths_under_the_interpreter() -> None:

@@ -1,6 +1,7 @@
 """The decode linear ops' Triton kernel on CUDA (GPU-marked): equal to the reference at the Qwen3-0.6B / 8B layer
-sites for 1 to 32 tokens, the streamed norm as accurate as the reference and writing every output element, and one
-kernel per op. The helpers are test_decode_linear.py's, whose checks run them on the CPU through the interpreter."""
+sites for 1 to 32 tokens, the streamed norm (and its NORM_VARIANTS) as accurate as the reference and writing every
+output element, and one kernel per op. The helpers are test_decode_linear.py's (and test_decode_norm_variants.py's),
+whose checks run them on the CPU through the interpreter."""
 
 from __future__ import annotations
 
@@ -105,3 +106,12 @@ def test_each_decode_op_is_one_triton_kernel_on_cuda() -> None:
     for case in model_cases("qwen3-0.6b", 4):
         kernels = cuda_kernels(lambda case=case: case.op(*case.args))
         assert len(kernels) == 1 and "decode_linear_kernel" in kernels[0], (case.name, kernels)
+
+
+@pytest.mark.gpu
+@GPU
+def test_norm_variants_compute_the_default_maths_on_cuda() -> None:
+    from tests.kernels.test_decode_norm_variants import check_norm_variants
+
+    with float32_cublas_sums():
+        assert check_norm_variants("cuda") == 42
