@@ -18,6 +18,12 @@ Variants per site (all bfloat16):
   "fused" column of docs/results.md; for o_proj and down only where the configuration changed since.
 - `cublas_silu`, `triton_silu` (gate_up): F.linear + silu_and_mul against decode_gate_up_silu, no norm: the
   SiLU-mul epilogue's own cost.
+- `qkv_rope_stock`, `qkv_rope_single`, `qkv_rope_split` (qkv): the whole attention front, (residual add +) input
+  RMSNorm, qkv GEMV, per-head q / k RMSNorm and neox RoPE: stock's sequence as separate ops (add_rms_norm, F.linear,
+  torch's F.rms_norm on the q and on the k heads, the rotation in torch ops: standing in for vLLM's CUDA rms_norm
+  and rotary kernels, so more kernels than vLLM launches), against ascend_graph's one-kernel rms_norm_qkv_rope
+  (kernels/decode_qkv_rope_triton.py, one program per head) and its split-K variant
+  (kernels/decode_qkv_rope_split.py, heads x splits programs); streamed norm, float32 residual sum.
 
 Timing: each variant is captured in one CUDA graph that calls it once per weight copy, rotating over enough copies
 (>= 256 MB in all) that the weights cannot stay in the 50 MB L2 between calls, as in a model's step; the graph is
@@ -47,7 +53,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from ascend_graph.kernels import decode_triton
+from ascend_graph.kernels import decode_qkv_rope_split, decode_qkv_rope_triton, decode_triton
 from ascend_graph.kernels.decode_tuning import (
     NORM_VARIANTS,
     DecodeConfig,
@@ -69,6 +75,8 @@ KINDS = ("qkv", "o_proj", "gate_up", "down", "lm_head")
 ROTATION_BYTES = 256 << 20  # weight bytes each graph rotates over: five times the H100's 50 MB L2
 EPS = 1e-6
 DEVICE = "cuda"  # the CPU lane's test of this module swaps in "cpu" (Triton's interpreter)
+QKV_HEADS = {"qwen3-0.6b": (16, 8), "qwen3-8b": (32, 8)}  # (q heads, kv heads) of the qkv site's attention
+HEAD_DIM = 128
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,40 @@ def _norm_variants(site: Site, inputs: Inputs, config: DecodeConfig) -> dict[str
     return variants
 
 
+def qkv_rope_variants(site: Site, inputs: Inputs, heads: tuple[int, int, int] | None = None) -> dict[str, Variant]:
+    """The qkv site's whole attention front three ways (see the module docstring); `heads` (q heads, kv heads,
+    head dim): the model's unless given; none where they do not make up the site's rows."""
+    q_heads, kv_heads, head_dim = heads or (*QKV_HEADS.get(site.model, (0, 0)), HEAD_DIM)
+    if site.kind != "qkv" or q_heads < 1 or (q_heads + 2 * kv_heads) * head_dim != site.rows:
+        return {}
+    x, res_in, nw, tokens = inputs.x, inputs.residual_in, inputs.norm_weight, inputs.x.shape[0]
+    q_norm, k_norm = (1 + 0.1 * torch.randn(2, head_dim, device=DEVICE)).to(torch.bfloat16)
+    angles = torch.rand(tokens, head_dim // 2, device=DEVICE) * 2 * math.pi
+    cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
+    ops = torch.ops.ascend_graph
+
+    def rope(heads: torch.Tensor) -> torch.Tensor:
+        first, second = heads.chunk(2, dim=-1)
+        c, s = cos[:, None], sin[:, None]
+        return torch.cat((first * c - second * s, second * c + first * s), dim=-1)
+
+    def stock(w: torch.Tensor) -> torch.Tensor:
+        normed, _ = ops.add_rms_norm(x, res_in, nw, EPS, True)
+        q, k, v = F.linear(normed, w).split([q_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], -1)
+        q = rope(F.rms_norm(q.view(tokens, q_heads, head_dim), (head_dim,), q_norm, EPS))
+        k = rope(F.rms_norm(k.view(tokens, kv_heads, head_dim), (head_dim,), k_norm, EPS))
+        return torch.cat((q.flatten(1), k.flatten(1), v), dim=-1)
+
+    args = (x, res_in, nw, EPS)
+    rest = (q_norm, k_norm, EPS, cos, sin, q_heads, kv_heads, True, False)
+    config = decode_qkv_rope_triton.qkv_rope_config(x, inputs.weights[0], head_dim // 2, True)
+    return {
+        "qkv_rope_stock": Variant(stock),
+        "qkv_rope_single": Variant(lambda w: decode_qkv_rope_triton.launch(*args, w, *rest, config=config), config),
+        "qkv_rope_split": Variant(lambda w: decode_qkv_rope_split.launch_split(*args, w, *rest, config=config), config),
+    }
+
+
 def variant_calls(site: Site, inputs: Inputs, tuned: DecodeConfig | None = None) -> dict[str, Variant]:
     """The variants of a site; `tuned` replaces the default configuration of the site's main Triton variant
     (`main_variant`)."""
@@ -195,6 +237,7 @@ def variant_calls(site: Site, inputs: Inputs, tuned: DecodeConfig | None = None)
     config = tuned or config_for(fused_shape(site, tokens))
     if site.kind in ("qkv", "gate_up"):
         variants.update(_norm_variants(site, inputs, config))
+        variants.update(qkv_rope_variants(site, inputs))
     elif site.kind in ("o_proj", "down"):
         variants["unfused"] = Variant(lambda w: F.linear(x, w) + res_out)
         variants["triton_fused"] = Variant(lambda w: decode_triton.launch(x, w, add=res_out, config=config), config)
@@ -285,6 +328,8 @@ def winners(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     f534d05's fused kernel's (the same where nothing changed for the site)."""
     table: dict[tuple[str, str, int], dict[str, float]] = {}
     for row in rows:
+        if row["variant"].startswith("qkv_rope"):  # more than the site's GEMV: in `qkv_rope_summary`
+            continue
         table.setdefault((row["model"], row["kind"], row["tokens"]), {})[row["variant"]] = row["us"]
     summary = []
     for (model, kind, tokens), times in sorted(table.items()):
@@ -297,6 +342,19 @@ def winners(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "f534d05_us": old, "f534d05_speedup": today / old,
         })  # fmt: skip
     return summary
+
+
+def qkv_rope_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, tokens): the attention front's three forms, microseconds, and each kernel's speed-up over stock."""
+    table: dict[tuple[str, int], dict[str, float]] = {}
+    for row in rows:
+        if row["variant"].startswith("qkv_rope"):
+            table.setdefault((row["model"], row["tokens"]), {})[row["variant"].removeprefix("qkv_rope_")] = row["us"]
+    return [
+        {"model": model, "tokens": tokens, **{f"{name}_us": us for name, us in times.items()},
+         "single_speedup": times["stock"] / times["single"], "split_speedup": times["stock"] / times["split"]}
+        for (model, tokens), times in sorted(table.items())
+    ]  # fmt: skip
 
 
 def print_summary(summary: list[dict[str, Any]], rows: list[dict[str, Any]]) -> None:
@@ -351,6 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     result["summary"] = winners(result["rows"])
     result["seconds"] = time.perf_counter() - began
     print_summary(result["summary"], result["rows"])
+    result["qkv_rope_summary"] = qkv_rope_summary(result["rows"])
+    for row in result["qkv_rope_summary"]:
+        print(
+            f"qkv_rope {row['model']:<11} {row['tokens']:>3}  stock {row['stock_us']:7.2f}  single "
+            f"{row['single_us']:7.2f}  split {row['split_us']:7.2f} us"
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out} ({result['seconds']:.0f} s)")

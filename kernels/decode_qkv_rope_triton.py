@@ -11,6 +11,8 @@ GEMV's output. No program waits for another and there is no second pass.
 
 The grid is small: 32 programs at the Qwen3-0.6B site (Hq 16, Hkv 8), 48 at 8B, where the plain decode GEMV of
 the same weight runs 128 to 384 row blocks; whether so few programs stream the weight as fast is not measured.
+`kernels/decode_qkv_rope_split.py` holds a split-K variant (heads x splits programs, off: not registered) that
+bench/decode_kernels.py times beside this kernel.
 
 The KV-cache store (STORE_KV, a constexpr: off, the kernel compiles as before; `rms_norm_qkv_rope_kv_store`):
 the programs of the k heads (after norm and rotation) and of the v heads also store their finished [M, D] rows

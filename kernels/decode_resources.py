@@ -93,16 +93,27 @@ def hopper_k_loop(shape: GemvShape, flags: dict[str, bool], config: DecodeConfig
 
 
 def qkv_rope_hopper_resources(
-    tokens: int, hidden: int, half: int, flags: dict[str, bool], config: DecodeConfig, dtype: str = "bf16"
+    tokens: int,
+    hidden: int,
+    half: int,
+    flags: dict[str, bool],
+    config: DecodeConfig,
+    dtype: str = "bf16",
+    split: bool = False,
 ) -> Resources:
-    """The same for `rms_norm_qkv_rope_kernel` (kernels/decode_qkv_rope_triton.py): `flags` are its STREAM_NORM ..
+    """The same for `rms_norm_qkv_rope_kernel` (kernels/decode_qkv_rope_triton.py), or with `split` its split-K
+    variant (kernels/decode_qkv_rope_split.py; give its RESET in `flags`): `flags` are its STREAM_NORM ..
     IEEE (and STORE_KV, off unless given), `half` the half head dim; every size and stride is taken as a multiple of
     16 (they are at Qwen3's sites; the cache's strides and the slot count are not assumed so)."""
-    from .decode_qkv_rope_triton import rms_norm_qkv_rope_kernel as kernel
+    if split:
+        from .decode_qkv_rope_split import rms_norm_qkv_rope_split_kernel as kernel
+    else:
+        from .decode_qkv_rope_triton import rms_norm_qkv_rope_kernel as kernel
 
     names = kernel.arg_names
     values = [param.name for param in kernel.params if not param.is_constexpr]
-    signature = {name: ("*i64" if name == "slot_ptr" else f"*{dtype}") if name.endswith("_ptr") else "i32"
+    pointers = {"slot_ptr": "*i64", "ws_ptr": "*fp32", "count_ptr": "*i32"}
+    signature = {name: pointers.get(name, f"*{dtype}") if name.endswith("_ptr") else "i32"
                  for name in values}  # fmt: skip
     signature |= {"eps": "fp32", "head_eps": "fp32"}
     block_m = max(16, 1 << max(tokens - 1, 0).bit_length())
@@ -112,7 +123,7 @@ def qkv_rope_hopper_resources(
         constants["M"] = 1
     for name in constants:
         signature[name] = "constexpr"
-    sixteens = ("N", "K", "x_stride", "res_stride", "w_stride", "cos_stride", "sin_stride")
+    sixteens = ("N", "K", "x_stride", "res_stride", "w_stride", "cos_stride", "sin_stride", "ws_head_stride", "CHUNK")
     aligned = {
         (index,): [["tt.divisibility", 16]]
         for index, name in enumerate(names)
