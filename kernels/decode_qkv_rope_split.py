@@ -106,7 +106,7 @@ def rms_norm_qkv_rope_split_kernel(
         if STREAM_NORM:
             x, _ = _streamed_x_tile(
                 x_ptr, res_ptr, nw_ptr, total_ptr, rows, m_mask, ks, k_mask, K, x_stride, res_stride, owned_rows,
-                row_one, HAS_RESIDUAL, FP32_SUM,
+                row_one, HAS_RESIDUAL, FP32_SUM, False, False,
             )  # fmt: skip
         else:
             x = _x_tile(
