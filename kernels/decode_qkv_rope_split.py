@@ -233,13 +233,7 @@ def launch_split(
         chunk = triton.cdiv(triton.cdiv(k, block_k), splits) * block_k
         splits = triton.cdiv(k, chunk)
     workspace = WORKSPACES.get(x.device, heads, 2 * half)
-    out = torch.empty((tokens, weight.shape[0]), dtype=x.dtype, device=x.device)
-    total = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    res = residual if residual is not None else x
-    cache, slots, layout = out, out, single.CacheLayout(0, 0, 0, 0, 0, 1, 0)
-    if kv_store is not None:
-        cache, slots = kv_store.kv_cache, kv_store.slot_mapping
-        layout = single.cache_layout(cache, 2 * half, slots.shape[0])
+    out, total, res, cache, slots, layout = single.launch_buffers(x, residual, weight, half, kv_store)
     rms_norm_qkv_rope_split_kernel[(heads, splits)](
         x, res, norm_weight, weight, out, total, q_norm, k_norm, cos, sin, cache, slots,
         workspace.sums, workspace.tickets,

@@ -223,6 +223,20 @@ def qkv_rope_config(x: torch.Tensor, weight: torch.Tensor, half: int, residual: 
     return dataclasses.replace(config, num_stages=stages)
 
 
+def launch_buffers(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, half: int, kv_store: KVStore | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, CacheLayout]:
+    """What both qkv_rope kernels (this one, decode_qkv_rope_split.py's) take besides the inputs: (out, total, the
+    residual or x in its place, cache, slot mapping, the cache's layout; the last three unused unless STORE_KV)."""
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    total = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    res = residual if residual is not None else x
+    if kv_store is None:
+        return out, total, res, out, out, CacheLayout(0, 0, 0, 0, 0, 1, 0)
+    cache, slots = kv_store.kv_cache, kv_store.slot_mapping
+    return out, total, res, cache, slots, cache_layout(cache, 2 * half, slots.shape[0])
+
+
 def launch(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -245,14 +259,8 @@ def launch(
     and v heads also go to its cache."""
     half = q_norm.shape[0] // 2
     config = config or qkv_rope_config(x, weight, half, residual is not None)
-    out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
-    total = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    res = residual if residual is not None else x
+    out, total, res, cache, slots, layout = launch_buffers(x, residual, weight, half, kv_store)
     tokens, k = x.shape
-    cache, slots, layout = out, out, CacheLayout(0, 0, 0, 0, 0, 1, 0)  # unused unless STORE_KV
-    if kv_store is not None:
-        cache, slots = kv_store.kv_cache, kv_store.slot_mapping
-        layout = cache_layout(cache, 2 * half, slots.shape[0])
     rms_norm_qkv_rope_kernel[(num_q_heads + 2 * num_kv_heads,)](
         x, res, norm_weight, weight, out, total, q_norm, k_norm, cos, sin, cache, slots,
         tokens, weight.shape[0], k, x.stride(0), res.stride(0), weight.stride(0), cos.stride(0), sin.stride(0),
