@@ -154,7 +154,7 @@ def configure_decode_steps(
 ) -> None:
     """decode_steps > 1 on the accelerator hosts (CUDA: gpu_burst.py; Ascend: npu_burst.py), after the host
     platform's own hook: ascend_graph's scheduler over vLLM's synchronous step loop or, where the host's bursts
-    compose with vLLM's async scheduling (`async_bursts`: CUDA), over its async one (mode "forward-async",
+    compose with vLLM's async scheduling (`async_bursts`: CUDA and Ascend), over its async one (mode "forward-async",
     `AsyncMultiStepScheduler`). The user chooses (ascend_graph never changes vLLM's async scheduling there). What a
     burst cannot serve yet is refused, naming the setting and the way out."""
     parallel = vllm_config.parallel_config

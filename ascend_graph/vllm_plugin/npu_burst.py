@@ -55,9 +55,13 @@ class NpuBurstRunner(BurstRunner):
     """What bursts add to vllm-ascend's V2 NPUModelRunner (first in the MRO of npu_runner.AscendGraphNPUModelRunner):
     BurstRunner with the NPU's host sequence lengths; the per-replay update is the FULL-graph manager's."""
 
-    # Not built with vLLM's async scheduling (platform_npu refuses it first): how vllm-ascend's host sequence lengths
-    # (waited for after each step) and its two static sets rotated per step meet a burst in flight is not worked out.
-    bursts_with_async_scheduling = False
+    # With vLLM's async scheduling (mode "forward-async"): every step's postprocess_sampled, the burst's further steps
+    # included, is vllm-ascend's, which records `num_computed_tokens_event` after its copy of the device's counts
+    # (worker/v2/model_runner.py:388-419); the next scheduler step's `_update_seq_lens_cpu` waits for that event
+    # (`:421-439`) before it reads the counts, so it waits for the burst's last step and takes its counts. The same
+    # wait makes the two static sets of forward-async enough: step N+1's preparation starts writing the set step N-1
+    # used only once step N-1 (burst or not) has ended on the device. docs/multistep.md, "Ascend".
+    bursts_with_async_scheduling = True
 
     @torch.inference_mode()
     def sample_tokens(self, grammar_output: Any) -> Any:

@@ -11,7 +11,8 @@ What it pins down: a burst of K steps replays the graph K times with K updates, 
 update sees host sequence lengths one higher than the last, and no step's array changes after its update (vllm-ascend's
 metadata keeps views of it: an in-place `+= 1` would rewrite what an earlier update read, and the test catches that
 variant); the rotary tables follow each step's positions; the tokens are K = 1's recurrence and reach the host in one
-copy; a batch that is not decode-only runs one step (vllm-ascend's sampling).
+copy; a batch that is not decode-only runs one step (vllm-ascend's sampling); with vLLM's async scheduling, the copy
+of the device's counts that the next scheduler step waits for is the burst's last step's.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class AscendHost:
         self.main_stream = self.output_copy_stream = None
         self.execute_model_state: Any = None
         self.hosts_sampling = 0
+        self.counts_to_host: list[list[int]] = []  # each copy of the counts whose event the next step waits for
 
     def _prepare_attn(self, batch: AscendBatch, *args: Any) -> dict[str, Any]:
         """vllm-ascend's AscendModelState.prepare_attn: metadata with a view of the batch's host sequence lengths
@@ -152,6 +154,13 @@ class AscendHost:
         return types.SimpleNamespace(sampled_token_ids=tokens), None, None
 
     def postprocess_sampled(self, idx_mapping: torch.Tensor, sampled: torch.Tensor, *args: Any) -> None:
+        """vllm-ascend's override (worker/v2/model_runner.py:388-419): vLLM's device update, then the copy of the
+        device's counts to the host that the next scheduler step's `_update_seq_lens_cpu` waits for (its event)."""
+        self.device_postprocess(idx_mapping, sampled)
+        self.counts_to_host.append(self.num_computed[SLOTS].tolist())
+
+    def device_postprocess(self, idx_mapping: torch.Tensor, sampled: torch.Tensor) -> None:
+        """vLLM's GPUModelRunner.postprocess_sampled (post_update): the counts and last tokens on the device."""
         self.num_computed[idx_mapping] += 1
         self.last_sampled[idx_mapping] = sampled
 
@@ -264,10 +273,41 @@ def test_a_batch_that_is_not_decode_only_runs_one_step(ascend: Any) -> None:
     assert [entry[0] for entry in ascend.log].count("replay") == 1  # the first step's, vllm-ascend's execute_model
 
 
-def test_bursts_refuse_vllms_async_scheduling_on_ascend(ascend: Any) -> None:
-    """Bursts with vLLM's async scheduling are built for CUDA only: the Ascend runner refuses it, naming the flag
-    (its platform refuses first, test_platforms.py)."""
-    runner = ascend.make()
-    runner.scheduler_config.async_scheduling = True
-    with pytest.raises(ValueError, match=r"runs without vLLM's async scheduling: pass --no-async-scheduling"):
-        runner.setup_bursts(4)
+def _async_runner(ascend: Any, runner_cls: type | None = None) -> Any:
+    runner = ascend.make(runner_cls or ascend.npu_burst.NpuBurstRunner)
+    runner.scheduler_config.async_scheduling = True  # vLLM's async scheduling: mode "forward-async"
+    runner.setup_bursts(4)
+    return runner
+
+
+def test_with_async_scheduling_the_next_step_waits_for_the_counts_of_the_bursts_last_step(ascend: Any) -> None:
+    """With vLLM's async scheduling the host prepares the next scheduler step while the burst runs; vllm-ascend's
+    `_update_seq_lens_cpu` then waits for the event of the last copy of the device's counts and takes them as the
+    host's. Every step of the burst is postprocessed by vllm-ascend's own override, so the last copy is the
+    burst's last step's: the counts after all four steps, not after the first."""
+    runner = _async_runner(ascend)
+    assert runner.ag_async_scheduling
+    _burst(runner, 4)
+    assert runner.counts_to_host == [[c + step for c in COMPUTED] for step in (1, 2, 3, 4)]
+    assert ascend.log == [entry for step in range(4) for entry in _step_log(step)]  # the same order as "sync"
+    (tokens,) = ascend.copies
+    assert tokens.tolist() == _expected(4)
+
+
+def test_further_steps_without_vllm_ascends_copy_leave_the_first_steps_counts_for_the_host(ascend: Any) -> None:
+    """The broken variant: further steps postprocessed by vLLM's device update alone (as if ascend_graph overrode
+    vllm-ascend's `postprocess_sampled`). The tokens are still right, but the copy the next step waits for holds
+    the counts after the first step: its host sequence lengths would be three short. Caught."""
+
+    class DeviceUpdateOnly(ascend.npu_burst.NpuBurstRunner):
+        def _sample_step(self, hidden: torch.Tensor, batch: Any) -> torch.Tensor:
+            if not self.counts_to_host:
+                return super()._sample_step(hidden, batch)
+            sampled = self.sample(hidden, batch, None)[0].sampled_token_ids
+            self.device_postprocess(batch.idx_mapping, sampled)
+            return sampled
+
+    runner = _async_runner(ascend, DeviceUpdateOnly)
+    _burst(runner, 4)
+    assert ascend.copies[0].tolist() == _expected(4)
+    assert runner.counts_to_host[-1] != [c + 4 for c in COMPUTED]

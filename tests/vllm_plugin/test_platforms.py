@@ -237,8 +237,8 @@ def test_cuda_decode_steps_follows_async_scheduling_and_refuses_what_bursts_cann
     """decode_steps > 1 on CUDA (stand-in host): ascend_graph's scheduler with vLLM's async scheduling off, as the
     user set it, and its async scheduler (placeholders) with it on (vLLM's default), never changed; what a burst
     cannot serve is refused naming the setting; eager runs ignore it. Ascend (stand-in vllm-ascend): in ascend_graph's
-    runner over vllm-ascend's Model Runner V2 only (refused without it, naming VLLM_USE_V2_MODEL_RUNNER), and
-    without async scheduling only (refused with it, naming the flag)."""
+    runner over vllm-ascend's Model Runner V2 only (refused without it, naming VLLM_USE_V2_MODEL_RUNNER), with
+    vLLM's async scheduling off or on, as on CUDA."""
     platform = _stand_in_platform(
         monkeypatch, "platform_cuda", "vllm.platforms.cuda", "CudaPlatform", "AscendGraphCudaPlatform"
     )
@@ -302,12 +302,12 @@ def test_cuda_decode_steps_follows_async_scheduling_and_refuses_what_bursts_cann
     npu.check_and_update_config(accepted)  # as on CUDA, under the same conditions
     assert accepted.scheduler_config.scheduler_cls == scheduler and not accepted.scheduler_config.async_scheduling
     assert accepted.parallel_config.worker_cls == "ascend_graph.vllm_plugin.npu_runner.AscendGraphNPUWorker"
-    for config, problem in (
-        (async_on, r"async scheduling, which is on here .*pass --no-async-scheduling"),
-        (host_runner, r"graph_runner 'vllm' \(bursts run in ascend_graph's runner\)"),
-    ):
-        with pytest.raises(ValueError, match=problem):
-            npu.check_and_update_config(config)
+    npu.check_and_update_config(async_on)  # vLLM's async scheduling kept: the placeholder scheduler, as on CUDA
+    assert async_on.scheduler_config.scheduler_cls == "ascend_graph.vllm_plugin.multistep.AsyncMultiStepScheduler"
+    assert async_on.scheduler_config.async_scheduling is True
+    assert async_on.additional_config["ascend_graph"]["mode"] == "forward-async"
+    with pytest.raises(ValueError, match=r"graph_runner 'vllm' \(bursts run in ascend_graph's runner\)"):
+        npu.check_and_update_config(host_runner)
     dynamic_batch.scheduler_config.scheduler_cls = "vllm_ascend.core.scheduler_dynamic_batch.SchedulerDynamicBatch"
     with pytest.raises(ValueError, match=r"another scheduler_cls \('vllm_ascend.core.scheduler_dynamic_batch"):
         npu.check_and_update_config(dynamic_batch)  # what vllm-ascend's own hook may set (platform.py:714-724)
