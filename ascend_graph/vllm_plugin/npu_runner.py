@@ -20,9 +20,10 @@ vllm-ascend's open PR #11915 attempts with double-buffered per-size events. PIEC
 vllm-ascend's ACLGraphWrapper, keyed per static set (npu_pieces.py: the runner names the set of each capture and
 step).
 
-decode_steps > 1 (mode "sync"): `npu_burst.NpuBurstRunner`, first in the runner's MRO, runs bursts of decode steps,
-each further step replaying the FULL graph with its own attention-parameter update
-(`AscendGraphAclGraphs.run_fullgraph`).
+decode_steps > 1 (mode "sync" or "forward-async"): `npu_burst.NpuBurstRunner`, first in the runner's MRO, runs
+bursts of decode steps, each further step replaying the FULL graph with its own attention-parameter update
+(`AscendGraphAclGraphs.run_fullgraph`); docs/multistep.md ("Ascend") says why a burst in flight and the host's writes
+for the next scheduler step never meet.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def _attention_backend(attn_groups: list[list[Any]]) -> Any:
 
 
 class AscendGraphNPUModelRunner(NpuBurstRunner, StaticSetsRunner, NPUModelRunner):
-    """vllm-ascend's V2 model runner with ascend_graph's graphs and bursts of decode steps (decode_steps > 1, mode
-    "sync": npu_burst.py), built by `AscendGraphNPUWorker`."""
+    """vllm-ascend's V2 model runner with ascend_graph's graphs and bursts of decode steps (decode_steps > 1, with
+    vLLM's async scheduling off or on: npu_burst.py), built by `AscendGraphNPUWorker`."""
 
     ag_manager_cls = AscendGraphAclGraphs
     ag_device_kind = "npu"

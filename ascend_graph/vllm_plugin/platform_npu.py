@@ -8,9 +8,10 @@ passes (`ascend_graph::` ops with torch_npu kernels, kernels/npu.py), then by de
 With vllm-ascend's Model Runner V2 (`VLLM_USE_V2_MODEL_RUNNER=1`) and `graph_runner: "ascend_graph"` (the default)
 it also runs its own FULL graphs, static sets and per-set attention-parameter updates (npu_runner.py, the GPU
 lane's code), and vllm-ascend's ACLGraphWrapper captures the pieces per static set (npu_pieces.py); otherwise
-vllm-ascend's runner and ACLGraphWrapper capture and replay, as before. `decode_steps` > 1 (in
-that runner, with vLLM's async scheduling off or on; `configure_decode_steps`, refusing the rest by name as on CUDA) runs bursts of decode steps
-(npu_burst.py): built, unverified on an NPU.
+vllm-ascend's runner and ACLGraphWrapper capture and replay, as before. `decode_steps` > 1 (in that runner, with
+vLLM's async scheduling off or on; `configure_decode_steps`, refusing the rest by name as on CUDA) runs bursts of
+decode steps (npu_burst.py; docs/multistep.md, "Ascend", for how they meet async scheduling): built, unverified on an
+NPU.
 
 Coexistence: vLLM refuses to start when two platform plugins activate, so beside vllm-ascend ascend_graph's plugin
 stays out unless `VLLM_PLUGINS` names it (see `platform_plugin()` in __init__.py and the README).

@@ -113,10 +113,9 @@ class AscendHost:
         """vllm-ascend's (vLLM's execute_model with its prepare_inputs): the first step's inputs and its replay."""
         n = len(SLOTS)
         slots = torch.tensor(SLOTS)
-        self.num_computed[slots] = torch.tensor(COMPUTED)
-        self.input_buffers.input_ids[:n] = torch.tensor(FIRST)
-        self.input_buffers.positions[:n] = torch.tensor(COMPUTED)
-        self.input_buffers.seq_lens_np[:n] = np.array(COMPUTED) + 1  # _update_seq_lens_cpu
+        counts = self._host_counts_and_tokens(slots)
+        self.input_buffers.positions[:n] = torch.tensor(counts)
+        self.input_buffers.seq_lens_np[:n] = np.array(counts) + 1  # _update_seq_lens_cpu
         self.input_buffers.seq_lens_np[n] = PAD_SEQ_LEN
         batch = AscendBatch(
             req_ids=["a", "b", "c"],
@@ -127,8 +126,8 @@ class AscendHost:
             cu_num_logits=torch.arange(n + 1),
             input_ids=self.input_buffers.input_ids[:4],
             positions=self.input_buffers.positions[:4],
-            seq_lens_cpu_upper_bound=torch.tensor(COMPUTED) + 1,
-            num_computed_tokens_np=np.array(COMPUTED),
+            seq_lens_cpu_upper_bound=torch.tensor(counts) + 1,
+            num_computed_tokens_np=np.array(counts),
             logits_indices=torch.arange(n),
             num_tokens_after_padding=4,
             is_padding=torch.zeros(4, dtype=torch.bool),
@@ -140,6 +139,13 @@ class AscendHost:
         self.execute_model_state = types.SimpleNamespace(
             input_batch=batch, hidden_states=hidden, finished_req_ids=set()
         )
+
+    def _host_counts_and_tokens(self, slots: torch.Tensor) -> list[int]:
+        """The computed counts the host takes for this step, and the step's input tokens: the requests as the test
+        starts them (a later scheduler step's stand-in, test_npu_burst_async.py, takes them from the device)."""
+        self.num_computed[slots] = torch.tensor(COMPUTED)
+        self.input_buffers.input_ids[: len(SLOTS)] = torch.tensor(FIRST)
+        return list(COMPUTED)
 
     def sample_tokens(self, grammar_output: Any) -> str:
         self.hosts_sampling += 1
@@ -177,6 +183,10 @@ def _combine(input_ids, idx_mapping, last_sampled, *rest: Any) -> torch.Tensor: 
 
 @pytest.fixture
 def ascend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    return stand_in_ascend(monkeypatch, tmp_path)
+
+
+def stand_in_ascend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
     """npu_runner and npu_burst imported over the stand-in vllm-ascend; a runner factory and the shared log."""
     from vllm.engine.arg_utils import EngineArgs
 
